@@ -1,0 +1,5 @@
+import sys
+
+from deepmarket.cli import main
+
+sys.exit(main())

@@ -1,0 +1,9 @@
+"""Subcommands: site build, site serve."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add this surface's subcommands to the `deepmarket` parser."""
