@@ -3,7 +3,85 @@
 from __future__ import annotations
 
 import argparse
+import logging
+from pathlib import Path
+
+
+def _toleration(text: str) -> dict[str, str]:
+    """KEY[=VALUE][:EFFECT] → a toleration (Exists when no value is given)."""
+    effect = ""
+    if ":" in text:
+        text, effect = text.rsplit(":", 1)
+    key, _, value = text.partition("=")
+    tol = {"key": key, "operator": "Equal" if value else "Exists"}
+    if value:
+        tol["value"] = value
+    if effect:
+        tol["effect"] = effect
+    return tol
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from deepmarket.controller.options import Options
+    from deepmarket.controller.runner import RunConfig, run
+    from deepmarket.errors import UsageError
+
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("kopf.objects", "kopf.activities.probe", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if args.catalog and not (args.catalog / "modules.yml").is_file():
+        raise UsageError(f"--catalog {args.catalog}: no modules.yml there (give the catalog root)")
+    try:
+        tolerations = tuple(_toleration(t) for t in args.toleration)
+    except ValueError as err:
+        raise UsageError(f"--toleration: {err}") from None
+    options = Options(
+        catalog=args.catalog,
+        ingress_base=args.ingress_base,
+        cluster_domain=args.cluster_domain,
+        tolerations=tolerations,
+    )
+    run(
+        RunConfig(
+            options=options,
+            namespaces=tuple(args.namespace),
+            kubeconfig=args.kubeconfig,
+            liveness=args.liveness,
+            leader_elect=args.leader_elect,
+            lease_namespace=args.lease_namespace,
+            workers=args.workers,
+        )
+    )
+    return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this surface's subcommands to the `deepmarket` parser."""
+    controller = sub.add_parser("controller", help="run the Kubernetes operator")
+    csub = controller.add_subparsers(dest="controller_command", metavar="ACTION", required=True)
+    p = csub.add_parser(
+        "run",
+        help="reconcile DeepModules into inference services (blocks)",
+        description="Run the deepmarket operator against the current kubeconfig context "
+        "(or in-cluster credentials).",
+    )
+    p.add_argument("--catalog", type=Path, help="catalog root (with modules.yml) for spec.module")
+    p.add_argument("--namespace", "-n", action="append", default=[],
+                   help="watch only this namespace (repeatable; default: all)")  # fmt: skip
+    p.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
+    p.add_argument("--ingress-base", help="public base URL; sets status.externalURL")
+    p.add_argument("--cluster-domain", default="cluster.local", help="for status.url")
+    p.add_argument("--toleration", action="append", default=[], metavar="KEY[=VALUE][:EFFECT]",
+                   help="add this toleration to every module pod (repeatable)")  # fmt: skip
+    p.add_argument("--liveness", metavar="URL",
+                   help="serve a liveness probe, e.g. http://0.0.0.0:8080/healthz")  # fmt: skip
+    p.add_argument("--leader-elect", action="store_true",
+                   help="hold a Lease so that only one of several replicas acts")  # fmt: skip
+    p.add_argument("--lease-namespace", default="deepmarket-system",
+                   help="namespace of the leader Lease (default: deepmarket-system)")  # fmt: skip
+    p.add_argument("--workers", type=int, default=8, help="parallel reconciles (default 8)")
+    p.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    p.set_defaults(func=cmd_run)

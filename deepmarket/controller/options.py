@@ -1,0 +1,17 @@
+"""How an operator instance is configured (plain data, filled from the command line)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Options:
+    catalog: Path | None = None  # catalog root (modules.yml + catalog/); None: spec.image only
+    ingress_base: str | None = None  # e.g. https://models.example.org → status.externalURL
+    cluster_domain: str = "cluster.local"
+    # Tolerations added to every pod, e.g. for a cluster whose nodes all carry a taint.
+    tolerations: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+    weights_image: str = "rclone/rclone:1.68.2"
