@@ -1,0 +1,46 @@
+"""What `deepmarket module serve TARGET` resolves to, and its errors."""
+
+from pathlib import Path
+
+import pytest
+
+from deepmarket.errors import UsageError, UserError
+from deepmarket.modules import targets
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_catalog_id_names_the_model_in_runtime():
+    found = targets.resolve("digits-classifier", REPO, {"digits": "deepmarket_digits.api"})
+    assert found.model == "digits"
+
+
+def test_package_directory_names_its_entry_point():
+    path = REPO / "examples" / "modules" / "digits"
+    found = targets.resolve(str(path), REPO, {"digits": "deepmarket_digits.api"})
+    assert (found.model, found.package_dir) == ("digits", path)
+
+
+def test_missing_installation_says_how_to_install(tmp_path):
+    path = REPO / "examples" / "modules" / "digits"
+    with pytest.raises(UserError, match=r"'digits' .* not installed .*pip install -e "):
+        targets.resolve(str(path), REPO, {})
+
+
+def test_unknown_target_is_a_usage_error(tmp_path):
+    with pytest.raises(UsageError, match="'nope' is neither a module package directory"):
+        targets.resolve("nope", tmp_path, {})
+
+
+def test_runtime_model_is_required(tmp_path):
+    entry = tmp_path / "catalog" / "x"
+    entry.mkdir(parents=True)
+    (entry / "module.yml").write_text("id: x\nruntime: {port: 5000}\n")
+    with pytest.raises(UserError, match=r"module.yml: runtime.model: missing"):
+        targets.resolve("x", tmp_path, {})
+
+
+def test_pyproject_must_declare_one_entry_point(tmp_path):
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\n')
+    with pytest.raises(UserError, match=r"declares 0 'deepaas\.v2\.model' entry points"):
+        targets.resolve(str(tmp_path), tmp_path, {})
