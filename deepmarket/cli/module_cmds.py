@@ -32,11 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="allow browser calls from this origin (scheme://host[:port], or *); repeatable",
     )
     serve.add_argument(
-        "--catalog-root",
-        type=Path,
-        default=Path(),
-        metavar="DIR",
-        help="repository holding catalog/<id>/ (default: the current directory)",
+        "--root", type=Path, default=Path(), help="catalog root for a catalog id (default: .)"
     )
     serve.set_defaults(func=cmd_serve)
 
@@ -50,5 +46,5 @@ def cmd_serve(args: argparse.Namespace) -> int:
         origins = cors.parse_origins(args.cors_origin)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    target = targets.resolve(args.target, args.catalog_root, targets.installed_models())
+    target = targets.resolve(args.target, args.root, targets.installed_models())
     return serve.serve(target.model, args.port, origins)
