@@ -1,0 +1,191 @@
+"""The `deepmarket` mkdocs plugin: the catalog becomes pages, a home-page browser and a JSON API.
+
+A thin shell over `render` and `api`: it loads the catalog once per build, registers virtual
+files (nothing generated is written into the repository) and fills the pages' HTML slots.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from importlib import resources
+from pathlib import Path
+
+from mkdocs.config import config_options as opt
+from mkdocs.config.base import Config
+from mkdocs.config.defaults import MkDocsConfig
+from mkdocs.exceptions import PluginError
+from mkdocs.plugins import BasePlugin
+from mkdocs.structure.files import File, Files, InclusionLevel
+from mkdocs.structure.pages import Page
+from mkdocs.utils import get_relative_url
+
+from deepmarket.catalog import CatalogInvalid, load_catalog
+from deepmarket.catalog.model import Catalog, Module
+from deepmarket.errors import UserError
+from deepmarket.site import api, render
+
+log = logging.getLogger("mkdocs.plugins.deepmarket")
+
+ENV_BASE_URL = "DEEPMARKET_DEPLOY_BASE_URL"
+ENV_CATALOG = "DEEPMARKET_CATALOG"
+ASSETS = ("market.css", "market.js")
+ASSET_DIR = "assets/deepmarket"
+
+
+class DeepMarketConfig(Config):
+    # Catalog root (holds modules.yml and catalog/); empty: DEEPMARKET_CATALOG, else the
+    # directory of mkdocs.yml.
+    catalog = opt.Type(str, default="")
+    # Deployment base URL for try-it forms; `{id}` is replaced by the module id, else
+    # `/<id>/` is appended. Empty: the DEEPMARKET_DEPLOY_BASE_URL environment variable.
+    deploy_base_url = opt.Type(str, default="")
+    # URL folder of the generated module pages.
+    modules_dir = opt.Type(str, default="modules")
+
+
+class DeepMarketPlugin(BasePlugin[DeepMarketConfig]):
+    def __init__(self) -> None:
+        self.catalog: Catalog | None = None
+        self.error: str | None = None  # why the last build failed, for `deepmarket site build`
+        self.base_url: str | None = None
+        self.pages: dict[str, Module] = {}  # src_uri of a generated page → its module
+        self.page_files: dict[str, File] = {}  # module id → its page file
+        self.icon_files: dict[str, File] = {}  # module id → its icon file
+        self.render_md = render.MarkdownRenderer()
+
+    # -- configuration -------------------------------------------------------------------
+
+    def on_config(self, config: MkDocsConfig) -> MkDocsConfig:
+        default_root = Path(config.config_file_path or "mkdocs.yml").parent
+        root = Path(self.config.catalog or os.environ.get(ENV_CATALOG) or default_root).resolve()
+        try:
+            self.catalog = load_catalog(root)
+        except CatalogInvalid as exc:
+            problems = "\n".join(f"  {p}" for p in exc.problems) or f"  {exc}"
+            self.error = f"the catalog in {root} is invalid; fix these and build again:\n{problems}"
+            raise PluginError(f"deepmarket: {self.error}") from None
+        except UserError as exc:  # e.g. no modules.yml at all
+            self.error = f"cannot load the catalog in {root}: {exc}"
+            raise PluginError(f"deepmarket: {self.error}") from None
+        self.base_url = (self.config.deploy_base_url or os.environ.get(ENV_BASE_URL, "")).strip()
+        self.base_url = self.base_url or None
+        log.info(
+            "deepmarket: %d modules from %s%s",
+            len(self.catalog),
+            root,
+            f"; try-it calls {render.deploy_url(self.base_url, '<id>')}" if self.base_url else "",
+        )
+        for name in ASSETS:
+            target = config.extra_css if name.endswith(".css") else config.extra_javascript
+            path = f"{ASSET_DIR}/{name}"
+            if path not in [str(x) for x in target]:
+                target.append(path)
+        return config
+
+    # -- files ---------------------------------------------------------------------------
+
+    def on_files(self, files: Files, /, *, config: MkDocsConfig) -> Files:
+        assert self.catalog is not None
+        self.pages.clear()
+        self.page_files.clear()
+        self.icon_files.clear()
+        assets = resources.files("deepmarket.site").joinpath("assets")
+        for name in ASSETS:
+            self._add(
+                files,
+                File.generated(
+                    config, f"{ASSET_DIR}/{name}", content=assets.joinpath(name).read_bytes()
+                ),
+            )
+
+        folder = self.config.modules_dir.strip("/")
+        entries = []
+        for module in self.catalog:
+            src = f"{folder}/{module.id}.md"
+            page = File.generated(
+                config,
+                src,
+                content=render.page_markdown(module),
+                inclusion=InclusionLevel.NOT_IN_NAV,
+            )
+            self._add(files, page)
+            self.pages[src] = module
+            self.page_files[module.id] = page
+            icon = self._icon(module, folder, config)
+            if icon:
+                self._add(files, icon)
+                self.icon_files[module.id] = icon
+            entries.append(api.summary_entry(module, page.url, icon.url if icon else None))
+
+        for module, entry in zip(self.catalog, entries, strict=True):
+            doc = api.module_document(module, entry)
+            path = api.module_path(module.id)
+            self._add(files, File.generated(config, path, content=api.dumps(doc)))
+        self._add(
+            files,
+            File.generated(config, api.INDEX_PATH, content=api.dumps(api.index_document(entries))),
+        )
+        self._add(files, File.generated(config, api.SCHEMA_PATH, content=api.dumps(api.schema())))
+        return files
+
+    def _icon(self, module: Module, folder: str, config: MkDocsConfig) -> File | None:
+        if not module.icon or not Path(module.icon).is_file():
+            return None
+        icon = Path(module.icon)
+        if not render.icon_is_safe(icon.name, icon.read_bytes()):
+            log.info(
+                "deepmarket: %s: icon %s has active content; showing a placeholder",
+                module.id,
+                icon.name,
+            )
+            return None
+        return File.generated(
+            config, f"{folder}/{module.id}/icon{icon.suffix.lower()}", abs_src_path=str(icon)
+        )
+
+    @staticmethod
+    def _add(files: Files, file: File) -> None:
+        if file.src_uri in files:
+            raise PluginError(
+                f"deepmarket: {file.src_uri} is generated from the catalog but the docs "
+                "directory has a file of that name; remove or rename it"
+            )
+        files.append(file)
+
+    # -- pages ---------------------------------------------------------------------------
+
+    def on_page_content(
+        self, html: str, /, *, page: Page, config: MkDocsConfig, files: Files
+    ) -> str | None:
+        module = self.pages.get(page.file.src_uri)
+        if module is not None:
+            return render.fill_slots(
+                html,
+                render.page_slots(
+                    module,
+                    render_md=self.render_md,
+                    icon_url=self._rel(self.icon_files.get(module.id), page),
+                    home_url=(get_relative_url("", page.url) or ".").rstrip("/") + "/",
+                    base_template=self.base_url,
+                ),
+            )
+        if render.HOME_MARKER in html:
+            return html.replace(render.HOME_MARKER, self._marketplace(page), 1)
+        return html
+
+    def _marketplace(self, page: Page) -> str:
+        assert self.catalog is not None
+        cards = [
+            render.card_html(
+                module,
+                self._rel(self.page_files[module.id], page) or "",
+                self._rel(self.icon_files.get(module.id), page),
+            )
+            for module in self.catalog
+        ]
+        return render.marketplace_html(cards, render.facets(self.catalog))
+
+    @staticmethod
+    def _rel(file: File | None, page: Page) -> str | None:
+        return get_relative_url(file.url, page.url) if file else None

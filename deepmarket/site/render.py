@@ -1,0 +1,429 @@
+"""Pure rendering: catalog modules → the Markdown and HTML fragments of the marketplace.
+
+Nothing here touches the file system or mkdocs. Every string that comes from a pull request
+is escaped (plain fields) or rendered and sanitized with nh3 (Markdown fields), so raw HTML or
+script in a module's metadata never reaches the browser as markup.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import re
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from io import StringIO
+from typing import Any
+from urllib.parse import urlencode
+
+import markdown
+import nh3
+from ruamel.yaml import YAML
+
+from deepmarket.catalog.manifests import deepmodule_manifest, trainingrun_manifest
+from deepmarket.catalog.model import Module
+
+# Placeholders left in the generated Markdown and replaced by HTML after Markdown has run,
+# so our markup never goes through (and can never be reinterpreted by) the Markdown parser.
+SLOT = "<!--deepmarket:{}-->"
+HOME_MARKER = "<!-- deepmarket:marketplace -->"
+
+# Facets offered by the home page filters: (URL query key, label, module.yml field).
+FACETS: tuple[tuple[str, str, str], ...] = (
+    ("category", "Category", "categories"),
+    ("task", "Task", "tasks"),
+    ("library", "Library", "libraries"),
+    ("data", "Data type", "data-type"),
+    ("tag", "Tag", "tags"),
+)
+
+CATEGORY_LABELS = {
+    "trainable": "Trainable",
+    "inference": "Inference",
+    "pre-trained": "Pre-trained",
+    "tool": "Tool",
+}
+
+LINK_LABELS = (
+    ("source_code", "Source code"),
+    ("docker_image", "Container image"),
+    ("documentation", "Documentation"),
+    ("dataset", "Dataset"),
+    ("weights", "Weights"),
+    ("citation", "Citation"),
+    ("base_model", "Base model"),
+)
+
+_SAFE_SCHEMES = ("https://", "http://")
+
+
+def esc(value: object) -> str:
+    """HTML-escape any value for text or a quoted attribute."""
+    return html.escape(str(value), quote=True)
+
+
+def safe_url(url: object) -> str | None:
+    """An http(s) URL fit for an href, or None: a `javascript:` URI is a valid URI too."""
+    text = str(url or "").strip()
+    return text if text.lower().startswith(_SAFE_SCHEMES) else None
+
+
+class MarkdownRenderer:
+    """Markdown → sanitized HTML. One instance is reused across modules (parser setup is slow)."""
+
+    def __init__(self) -> None:
+        self._md = markdown.Markdown(extensions=["tables", "fenced_code", "sane_lists"])
+
+    def __call__(self, text: str) -> str:
+        self._md.reset()
+        raw = self._md.convert(text or "")
+        # Author headings sit below the page's own sections: h1/h2 would break its outline.
+        raw = re.sub(r"<(/?)h([12])\b", lambda m: f"<{m.group(1)}h{int(m.group(2)) + 2}", raw)
+        return nh3.clean(raw, link_rel="noopener noreferrer nofollow")
+
+
+def deploy_url(template: str, module_id: str) -> str:
+    """Where a deployed module's DEEPaaS API lives, always ending in "/".
+
+    `template` is the deployment base URL; `{id}` in it is replaced by the module id
+    (e.g. `https://{id}.models.example.org`), otherwise `/<id>/` is appended
+    (e.g. `https://models.example.org` → `https://models.example.org/<id>/`). The predict
+    endpoint is then `<that>v2/models/<model>/predict/` and the spec `<that>swagger.json`.
+    """
+    base = template.strip()
+    url = base.replace("{id}", module_id) if "{id}" in base else f"{base.rstrip('/')}/{module_id}"
+    return url.rstrip("/") + "/"
+
+
+_ACTIVE_SVG = re.compile(
+    rb"<script|<foreignobject|<iframe|<embed|<object|<!entity|javascript:|\son[a-z]+\s*=",
+    re.IGNORECASE,
+)
+
+
+def icon_is_safe(name: str, content: bytes) -> bool:
+    """Raster icons are inert; an SVG opened directly from the site's origin runs its scripts."""
+    if not name.lower().endswith(".svg"):
+        return True
+    return _ACTIVE_SVG.search(content) is None
+
+
+def initials(title: str) -> str:
+    words = re.findall(r"[A-Za-z0-9]+", title)
+    return ("".join(w[0] for w in words[:2]) or "?").upper()
+
+
+def hue(module_id: str) -> int:
+    """A stable colour for a module's placeholder icon."""
+    return int(hashlib.sha1(module_id.encode()).hexdigest()[:4], 16) % 360
+
+
+def icon_html(module: Module, icon_url: str | None, size: str) -> str:
+    if icon_url:
+        return f'<img class="dm-icon dm-icon--{size}" src="{esc(icon_url)}" alt="" loading="lazy">'
+    return (
+        f'<span class="dm-icon dm-icon--{size} dm-icon--placeholder" aria-hidden="true" '
+        f'style="--dm-hue: {hue(module.id)}">{esc(initials(module.title))}</span>'
+    )
+
+
+def facet_values(module: Module, field: str) -> list[str]:
+    return [str(v) for v in module.data.get(field, []) or []]
+
+
+def updated(module: Module) -> str:
+    dates = module.data.get("dates") or {}
+    return str(dates.get("updated") or dates.get("created") or "")
+
+
+def page_tags(module: Module) -> list[str]:
+    """Tags for the mkdocs-material tags plugin: every facet value, once, in facet order."""
+    seen: dict[str, None] = {}
+    for _, _, field in FACETS:
+        for value in facet_values(module, field):
+            seen.setdefault(CATEGORY_LABELS.get(value, value) if field == "categories" else value)
+    return list(seen)
+
+
+def badges_html(module: Module, home_url: str) -> str:
+    """The module's categories, libraries, tasks, data types and tags, each a link to the
+    marketplace filtered on that value; then its licence."""
+    parts = []
+    for key, _, field in FACETS:
+        kind = {"category": None, "data": "data"}.get(key, key)
+        for value in facet_values(module, field):
+            css = f"dm-badge--{esc(value)}" if kind is None else f"dm-badge--{kind}"
+            label = CATEGORY_LABELS.get(value, value) if key == "category" else value
+            href = f"{home_url}?{urlencode({key: value})}"
+            parts.append(f'<a class="dm-badge {css}" href="{esc(href)}">{esc(label)}</a>')
+    if module.data.get("license"):
+        licence = esc(module.data["license"])
+        parts.append(f'<span class="dm-badge dm-badge--license">{licence}</span>')
+    return f'<div class="dm-badges">{"".join(parts)}</div>'
+
+
+def card_html(module: Module, page_url: str, icon_url: str | None) -> str:
+    """One marketplace card: a plain link without JavaScript, filterable with it."""
+    data = {key: "|".join(facet_values(module, field)) for key, _, field in FACETS}
+    text = " ".join([module.id, module.title, module.summary, *facet_values(module, "tags")])
+    attrs = "".join(f' data-{k}="{esc(v)}"' for k, v in data.items())
+    cats = "".join(
+        f'<span class="dm-badge dm-badge--{esc(c)}">{esc(CATEGORY_LABELS.get(c, c))}</span>'
+        for c in module.categories
+    )
+    meta = facet_values(module, "libraries") + facet_values(module, "tasks")
+    libs = " · ".join(esc(v) for v in meta)
+    when = updated(module)
+    return (
+        f'<li class="dm-card" data-id="{esc(module.id)}" data-title="{esc(module.title.lower())}"'
+        f' data-updated="{esc(when)}" data-text="{esc(text.lower())}"{attrs}>'
+        f'<a class="dm-card__link" href="{esc(page_url)}">'
+        f'<div class="dm-card__head">{icon_html(module, icon_url, "card")}'
+        f'<span class="dm-card__title">{esc(module.title)}</span></div>'
+        f'<p class="dm-card__summary">{esc(module.summary)}</p>'
+        f'<div class="dm-badges">{cats}</div>'
+        f'<p class="dm-card__meta">{libs}</p>'
+        + (f'<p class="dm-card__date">Updated <time>{esc(when)}</time></p>' if when else "")
+        + "</a></li>"
+    )
+
+
+@dataclass(frozen=True)
+class Facet:
+    key: str
+    label: str
+    counts: list[tuple[str, int]]  # value, number of modules, in display order
+
+
+def facets(modules: Iterable[Module]) -> list[Facet]:
+    """Filter options with module counts. Categories keep their meaning order; others by count."""
+    modules = list(modules)
+    out = []
+    for key, label, field in FACETS:
+        counter = Counter(v for m in modules for v in facet_values(m, field))
+        if key == "category":
+            order = [c for c in CATEGORY_LABELS if c in counter] + sorted(
+                c for c in counter if c not in CATEGORY_LABELS
+            )
+        else:
+            order = sorted(counter, key=lambda v, c=counter: (-c[v], v.lower()))
+        out.append(Facet(key, label, [(v, counter[v]) for v in order]))
+    return [f for f in out if f.counts]
+
+
+def marketplace_html(cards: list[str], facet_list: list[Facet]) -> str:
+    """The home page's browser: controls (shown by JavaScript) above the card grid."""
+    groups = []
+    for facet in facet_list:
+        chips = "".join(
+            f'<label class="dm-chip">'
+            f'<input type="checkbox" name="{esc(facet.key)}" value="{esc(v)}">'
+            f"<span>{esc(CATEGORY_LABELS.get(v, v) if facet.key == 'category' else v)}"
+            f" <small>{n}</small></span></label>"
+            for v, n in facet.counts
+        )
+        is_open = " open" if facet.key in ("category", "library", "task") else ""
+        groups.append(
+            f'<details class="dm-facet" data-facet="{esc(facet.key)}"{is_open}>'
+            f'<summary>{esc(facet.label)}</summary><div class="dm-chips">{chips}</div></details>'
+        )
+    n = len(cards)
+    return (
+        '<div class="dm-market">'
+        '<form class="dm-controls" hidden role="search" onsubmit="return false">'
+        '<div class="dm-controls__row">'
+        '<input class="dm-filter-text" type="search" name="q" placeholder="Filter modules…"'
+        ' aria-label="Filter modules by text" autocomplete="off">'
+        '<label class="dm-sort">Sort <select name="sort" aria-label="Sort modules">'
+        '<option value="">Catalog order</option><option value="name">Name</option>'
+        '<option value="updated">Recently updated</option></select></label>'
+        '<button type="button" class="dm-clear md-button">Clear</button></div>'
+        f'<div class="dm-facets">{"".join(groups)}</div></form>'
+        f'<p class="dm-count" aria-live="polite"><span class="dm-count__n">{n}</span> '
+        f'<span class="dm-count__of">of {n}</span> modules</p>'
+        f'<ul class="dm-grid">{"".join(cards)}</ul>'
+        '<p class="dm-empty" hidden>No module matches these filters.</p>'
+        "</div>"
+    )
+
+
+def _yaml(data: Any) -> str:
+    yaml = YAML()
+    yaml.default_flow_style = False
+    yaml.indent(mapping=2, sequence=4, offset=2)
+    buf = StringIO()
+    yaml.dump(data, buf)
+    return buf.getvalue()
+
+
+def _fence(lang: str, body: str, title: str = "") -> str:
+    """A fenced code block whose fence cannot be closed early by the body's own backticks."""
+    ticks = "`" * max(3, max((len(r) for r in re.findall(r"`+", body)), default=0) + 1)
+    head = f"{ticks} {lang}" + (f' title="{title}"' if title else "")
+    return f"{head}\n{body.rstrip()}\n{ticks}\n"
+
+
+def page_markdown(module: Module) -> str:
+    """The Markdown source of a module page: front matter, sections and code blocks.
+
+    Titles in headings and front matter are escaped: mkdocs and its theme output page titles
+    unescaped. The HTML parts are slots filled by `page_slots` after Markdown has run.
+    """
+    # JSON strings are valid YAML scalars, whatever characters the values hold.
+    front = {
+        "title": esc(module.title),
+        "description": esc(module.summary),
+        "tags": [esc(t) for t in page_tags(module)],
+        "hide": ["navigation", "tags"],  # the header's badges link to filtered views instead
+    }
+    parts = [
+        "---\n" + "".join(f"{k}: {json.dumps(v)}\n" for k, v in front.items()) + "---\n",
+        SLOT.format("header"),
+        "## Overview\n",
+        SLOT.format("description"),
+        "## Deploy for inference\n",
+        "Apply this `DeepModule` to a cluster running the deepmarket operator "
+        "(`kubectl apply -f deepmodule.yaml`); it serves the module's DEEPaaS API.\n",
+        _fence("yaml", _yaml(deepmodule_manifest(module)), "deepmodule.yaml"),
+    ]
+    if module.trainable:
+        parts += [
+            "## Train on your data\n",
+            "Put your data in WebDAV/Nextcloud, store its credentials in the "
+            "`webdav-credentials` Secret, edit the URLs and apply this `TrainingRun`.\n",
+            _fence("yaml", _yaml(trainingrun_manifest(module)), "trainingrun.yaml"),
+        ]
+    port = module.port
+    parts += [
+        "## Try it\n",
+        SLOT.format("tryit"),
+        "## Run it locally\n",
+        "With deepmarket installed, from a checkout of the catalog:\n",
+        _fence("bash", f"deepmarket module serve {module.id} --port 5000"),
+        "Or with a container runtime, then open <http://127.0.0.1:5000/ui>:\n",
+        _fence("bash", f"docker run --rm -p 5000:{port} {module.image}"),
+        "## Details\n",
+        SLOT.format("details"),
+    ]
+    return "\n".join(parts)
+
+
+def _links_html(module: Module) -> str:
+    links = module.data.get("links") or {}
+    items = []
+    for key, label in LINK_LABELS:
+        url = safe_url(links.get(key))
+        if url:
+            items.append(f'<li><a href="{esc(url)}" rel="noopener nofollow">{esc(label)}</a></li>')
+    doi = module.data.get("doi")
+    if doi:
+        url = "https://doi.org/" + str(doi)
+        items.append(f'<li>DOI <a href="{esc(url)}" rel="noopener nofollow">{esc(doi)}</a></li>')
+    return f'<ul class="dm-links">{"".join(items)}</ul>' if items else ""
+
+
+_RESOURCE_ROWS = (
+    ("cpu", "CPU cores", ""),
+    ("memory_MB", "Memory", " MB"),
+    ("gpu", "GPUs", ""),
+    ("gpu_memory_MB", "GPU memory", " MB"),
+    ("storage_MB", "Storage", " MB"),
+)
+
+
+def _resources_html(module: Module) -> str:
+    inference, training = module.resources("inference"), module.resources("training")
+    if not inference and not training:
+        return "<p>The module declares no resource needs; the operator's defaults apply.</p>"
+    cols = [("Inference", inference)] + ([("Training", training)] if module.trainable else [])
+    head = "".join(f"<th>{c}</th>" for c, _ in cols)
+    rows = []
+    for key, label, unit in _RESOURCE_ROWS:
+        if any(key in r for _, r in cols):
+            cells = "".join(f"<td>{esc(r[key]) + unit if key in r else '–'}</td>" for _, r in cols)
+            rows.append(f"<tr><th>{label}</th>{cells}</tr>")
+    return f"<table><thead><tr><th></th>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def _facts_html(module: Module) -> str:
+    dates = module.data.get("dates") or {}
+    facts = [("Module id", f"<code>{esc(module.id)}</code>")]
+    facts.append(("Image", f"<code>{esc(module.image)}</code>"))
+    facts.append(("DEEPaaS model", f"<code>{esc(module.model_name)}</code>"))
+    if module.data.get("license"):
+        facts.append(("Licence", esc(module.data["license"])))
+    for key in ("created", "updated"):
+        if dates.get(key):
+            facts.append((key.capitalize(), f"<time>{esc(dates[key])}</time>"))
+    if module.deploy:
+        facts.append(("Platform", "Deployed for inference from the catalog's main branch"))
+    rows = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in facts)
+    return f"<table><tbody>{rows}</tbody></table>"
+
+
+def tryit_html(module: Module, base_template: str | None) -> str:
+    """The try-it form's mount point, or how to get the module deployed when it cannot be."""
+    if base_template and module.deploy and module.inference:
+        url = deploy_url(base_template, module.id)
+        return (
+            f'<div class="dm-tryit" data-endpoint="{esc(url)}"'
+            f' data-model="{esc(module.model_name)}">'
+            f'<p class="dm-tryit__status">Loading the live API description from '
+            f"<code>{esc(url)}swagger.json</code>…</p>"
+            "<noscript><p>The try-it form needs JavaScript.</p></noscript></div>"
+        )
+    if not module.inference:
+        return "<p>This module is not meant for inference, so there is nothing to try here.</p>"
+    if base_template:
+        why = (
+            "This marketplace has a deployment, but this module is not deployed on it: set "
+            f"<code>deploy: true</code> for <code>{esc(module.id)}</code> in "
+            "<code>modules.yml</code> with a pull request and it is deployed when merged."
+        )
+    else:
+        why = (
+            "This build of the marketplace has no deployment to call. Deploy the module with the "
+            "manifest above, or run it locally as below, then open its Swagger UI at "
+            "<code>/ui</code>. Sites built with <code>DEEPMARKET_DEPLOY_BASE_URL</code> show a "
+            "form here that calls the deployed module."
+        )
+    return f'<div class="admonition info"><p class="admonition-title">Try it</p><p>{why}</p></div>'
+
+
+def page_slots(
+    module: Module,
+    *,
+    render_md: MarkdownRenderer,
+    icon_url: str | None,
+    home_url: str,
+    base_template: str | None,
+) -> dict[str, str]:
+    """HTML for each slot of `page_markdown`, keyed by the slot's full placeholder text."""
+    header = (
+        f'<a class="dm-back" href="{esc(home_url)}">← All modules</a>'
+        f'<div class="dm-hero">{icon_html(module, icon_url, "hero")}<div>'
+        f'<h1 class="dm-hero__title">{esc(module.title)}</h1>'
+        f'<p class="dm-hero__summary">{esc(module.summary)}</p>{badges_html(module, home_url)}'
+        "</div></div>"
+    )
+    description = render_md(str(module.data.get("description", "")))
+    if module.readme:
+        description += f'<div class="dm-readme">{render_md(module.readme)}</div>'
+    details = _facts_html(module) + "<h3>Resources</h3>" + _resources_html(module)
+    links = _links_html(module)
+    if links:
+        details += "<h3>Links</h3>" + links
+    return {
+        SLOT.format("header"): header,
+        SLOT.format("description"): f'<div class="dm-description">{description}</div>',
+        SLOT.format("tryit"): tryit_html(module, base_template),
+        SLOT.format("details"): details,
+    }
+
+
+def fill_slots(content: str, slots: dict[str, str]) -> str:
+    for marker, value in slots.items():
+        content = content.replace(marker, value, 1)
+    return content

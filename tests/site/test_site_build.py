@@ -1,0 +1,160 @@
+"""The plugin inside a real mkdocs build: generated catalogs, the real catalog, bad catalogs."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from html import unescape
+from pathlib import Path
+
+import pytest
+from conftest import MKDOCS_YML, REPO, XSS_ID
+from jsonschema import Draft202012Validator
+
+from deepmarket.errors import UserError
+from deepmarket.site.build import build_site
+from deepmarket.site.samplecat import write_catalog
+
+
+def text_of(html: str) -> str:
+    return unescape(re.sub(r"<[^>]+>", "", html))
+
+
+def test_a_page_and_a_card_per_module(generated_site):
+    home = (generated_site.out / "index.html").read_text()
+    cards = re.findall(r'<li class="dm-card" data-id="([^"]+)"', home)
+    assert cards == [m["id"] for m in generated_site.modules]  # catalog order
+    for module in generated_site.modules:
+        page = generated_site.out / "modules" / module["id"] / "index.html"
+        assert page.is_file(), module["id"]
+    # Icons are published beside their page; modules without one get the placeholder.
+    with_icon = [m["id"] for m in generated_site.modules if m.get("icon")]
+    assert with_icon and all(
+        (generated_site.out / f"modules/{i}/icon.svg").is_file() for i in with_icon
+    )
+    assert home.count("dm-icon--placeholder") == len(generated_site.modules) - len(with_icon)
+
+
+def test_api_files_match_the_catalog_and_schema(generated_site):
+    api = generated_site.out / "api"
+    schema = json.loads((api / "schema.json").read_text())
+    index = json.loads((api / "modules.json").read_text())
+    Draft202012Validator(schema).validate(index)
+    assert [m["id"] for m in index["modules"]] == [m["id"] for m in generated_site.modules]
+    module_schema = {"$defs": schema["$defs"], "$ref": "#/$defs/module"}
+    for data in generated_site.modules:
+        doc = json.loads((api / "modules" / f"{data['id']}.json").read_text())
+        Draft202012Validator(module_schema).validate(doc)
+        assert doc["metadata"]["title"] == data["title"]
+        assert doc["trainable"] is data["runtime"]["train"]
+        assert (generated_site.out / doc["page"] / "index.html").is_file()
+
+
+def test_module_page_content(generated_site):
+    data = next(m for m in generated_site.modules if m["runtime"]["train"])
+    html = (generated_site.out / "modules" / data["id"] / "index.html").read_text()
+    assert "deepmodule.yaml" in html and "trainingrun.yaml" in html
+    assert f"deepmarket module serve {data['id']}" in text_of(html)
+    assert data["links"]["source_code"] in html
+    not_trainable = next(m for m in generated_site.modules if not m["runtime"]["train"])
+    html = (generated_site.out / "modules" / not_trainable["id"] / "index.html").read_text()
+    assert "deepmodule.yaml" in html and "trainingrun.yaml" not in html
+    assert "DEEPMARKET_DEPLOY_BASE_URL" in html  # built without a deployment: how to get one
+
+
+def test_xss_payload_is_inert_in_the_html(generated_site):
+    html = (generated_site.out / "modules" / XSS_ID / "index.html").read_text()
+    article = html[html.index("<article") : html.index("</article>")]
+    assert "xssmarkerword" in article
+    assert "<script" not in article
+    assert not re.search(r"<[^>]+\son[a-z]+=", article)
+    assert "javascript:" not in article.lower()
+    assert "<iframe" not in article
+    title = html[html.index("<title>") : html.index("</title>")]
+    assert "<script" not in title
+    home = (generated_site.out / "index.html").read_text()
+    assert '<script>alert("title")' not in home and "onerror=\"alert('summary')" not in home
+
+
+def test_tag_pages_and_search_index(generated_site):
+    tags = (generated_site.out / "tags" / "index.html").read_text()
+    for library in {lib for m in generated_site.modules for lib in m["libraries"]}:
+        assert library in tags
+    index = json.loads((generated_site.out / "search" / "search_index.json").read_text())
+    assert any("zq00007word" in doc["text"] for doc in index["docs"])
+
+
+def break_a_module(root: Path) -> Path:
+    write_catalog(root, 3)
+    broken = next((root / "catalog").iterdir()) / "module.yml"
+    data = json.loads(broken.read_text())
+    del data["title"]
+    broken.write_text(json.dumps(data, indent=2))
+    return broken
+
+
+def test_invalid_catalog_fails_the_build_with_the_validators_messages(tmp_path):
+    broken = break_a_module(tmp_path)
+    with pytest.raises(UserError) as exc:
+        build_site(MKDOCS_YML, site_dir=tmp_path / "public", catalog=tmp_path)
+    message = str(exc.value)
+    assert str(broken.relative_to(tmp_path)) in message or str(broken) in message
+    assert "title" in message
+    assert not (tmp_path / "public" / "index.html").exists()
+
+
+def test_cli_reports_a_bad_catalog_in_one_line(tmp_path):
+    broken = break_a_module(tmp_path)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "deepmarket",
+            "site",
+            "build",
+            "--catalog",
+            str(tmp_path),
+            "-d",
+            str(tmp_path / "out"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if "deepmarket: error:" in line]
+    assert len(errors) == 1, result.stderr
+    assert broken.parent.name in result.stderr
+
+
+def test_repository_catalog_builds_with_mkdocs_strict(tmp_path):
+    """The real catalog through plain `mkdocs build --strict`, as CI and publishing run it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DEEPMARKET_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(tmp_path / "public")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    index = json.loads((tmp_path / "public" / "api" / "modules.json").read_text())
+    ids = [
+        line.split(":", 1)[1].strip()
+        for line in (REPO / "modules.yml").read_text().splitlines()
+        if line.strip().startswith("- id:")
+    ]
+    assert [m["id"] for m in index["modules"]] == ids
+    assert "WARNING" not in result.stderr
+
+
+def test_site_dir_in_docs_dir_is_not_reused(generated_site):
+    # Generated pages are virtual: nothing lands in the repository's docs directory.
+    assert not (REPO / "site" / "modules").exists()
+    assert not list(Path(REPO / "site").glob("api/*.json"))
