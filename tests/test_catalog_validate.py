@@ -265,7 +265,7 @@ def test_symlinks_cannot_escape_the_module_directory(catalog, tmp_path_factory):
 def test_size_caps_on_referenced_files(catalog):
     (catalog / "catalog" / "plants" / "icon.svg").write_bytes(b"<" * (1024 * 1024 + 1))
     problem = one(validate_catalog(catalog))
-    assert problem.path == "icon" and "the limit is 1024 KiB" in problem.message
+    assert problem.path == "icon" and "the limit is 1 MiB" in problem.message
 
 
 def test_validate_paths_checks_only_the_given_files(catalog):

@@ -21,7 +21,7 @@ from deepmarket.catalog.rules import (
     referenced_files,
 )
 from deepmarket.catalog.schema import INDEX, MODULE, problems_from_schema
-from deepmarket.catalog.yamlsource import Limits, ParsedYaml, parse_yaml
+from deepmarket.catalog.yamlsource import Limits, ParsedYaml, human_size, parse_yaml
 from deepmarket.errors import UsageError, UserError
 
 INDEX_FILE = "modules.yml"
@@ -69,7 +69,7 @@ def read_capped(path: Path, display: str, limit: int) -> bytes | Problem:
         return Problem(display, None, None, "", "is not a regular file")
     if st.st_size > limit:
         return Problem(
-            display, None, None, "", f"file is larger than the {limit // 1024} KiB limit"
+            display, None, None, "", f"file is larger than the {human_size(limit)} limit"
         )
     try:
         with path.open("rb") as fh:

@@ -13,7 +13,7 @@ from typing import Any
 
 from deepmarket.catalog.formats import check_date
 from deepmarket.catalog.model import Problem
-from deepmarket.catalog.yamlsource import ParsedYaml, Path_, dotted
+from deepmarket.catalog.yamlsource import ParsedYaml, Path_, dotted, human_size
 
 README_MAX = 512 * 1024
 ICON_MAX = 1024 * 1024
@@ -136,7 +136,7 @@ def module_rules(
             out.append(
                 parsed.problem(
                     path,
-                    f"{what} {rel!r} is {fact.size // 1024} KiB; the limit is {cap // 1024} KiB",
+                    f"{what} {rel!r} is {fact.size} bytes; the limit is {human_size(cap)}",
                 )
             )
     return out

@@ -51,8 +51,25 @@ def load_schema(name: str) -> dict[str, Any]:
 
 
 @functools.cache
+def fast_validator(name: str) -> Any:
+    """The schema compiled by jsonschema-rs: about 20x faster, used to pass valid documents.
+
+    Its errors are terse, so an invalid document is validated again by `validator` for
+    messages people can act on. Both assert the same format checks.
+    """
+    import jsonschema_rs
+
+    formats = {
+        fmt: (lambda value, check=check: check(value) is None) for fmt, check in CHECKS.items()
+    }
+    return jsonschema_rs.Draft202012Validator(
+        load_schema(name), formats=formats, validate_formats=True
+    )
+
+
+@functools.cache
 def validator(name: str) -> Any:
-    """The compiled validator for a schema, with deepmarket's format checks asserted."""
+    """The compiled reference validator, with deepmarket's format checks asserted."""
     from jsonschema import Draft202012Validator, FormatChecker
 
     checker = FormatChecker(formats=())
@@ -116,6 +133,8 @@ def _message(error: Any) -> str:
 
 def problems_from_schema(parsed: ParsedYaml, name: str) -> list[Problem]:
     """Validate parsed data against a schema; every error located at its field."""
+    if fast_validator(name).is_valid(parsed.data):
+        return []
     out: list[Problem] = []
     seen: set[Problem] = set()
     for error in validator(name).iter_errors(parsed.data):

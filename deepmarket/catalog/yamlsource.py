@@ -99,6 +99,15 @@ def dotted(path: Path_) -> str:
     return out
 
 
+def human_size(n: int) -> str:
+    """1000 -> '1000 B', 262144 -> '256 KiB', 8388608 -> '8 MiB'."""
+    for unit in ("B", "KiB", "MiB"):
+        if n < 1024 or n % 1024:
+            return f"{n} {unit}"
+        n //= 1024
+    return f"{n} GiB"
+
+
 def _line_col(text: str, offset: int) -> Pos:
     line = text.count("\n", 0, offset) + 1
     return line, offset - (text.rfind("\n", 0, offset) + 1) + 1
@@ -108,7 +117,7 @@ def precheck(raw: bytes, file: str, limits: Limits) -> tuple[str | None, Problem
     """Byte-level checks that are cheap and stop hostile input before the parser sees it."""
     if len(raw) > limits.max_bytes:
         return None, Problem(
-            file, None, None, "", f"file is larger than the {limits.max_bytes // 1024} KiB limit"
+            file, None, None, "", f"file is larger than the {human_size(limits.max_bytes)} limit"
         )
     if raw.startswith((b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")):
         return None, Problem(
@@ -159,6 +168,11 @@ class _Refused(Exception):
 _resolver = VersionedResolver(version=(1, 2))
 
 
+def _tag_refusal(tag: str) -> str:
+    shown = str(tag).replace(_TAG, "!!")
+    return f"tag {shown!r} is not allowed in catalog files (only plain YAML data)"
+
+
 @functools.lru_cache(maxsize=4096)
 def _implicit_tag(value: str) -> str:
     return str(_resolver.resolve(ScalarNode, value, (True, False)))
@@ -177,8 +191,7 @@ def _scalar(event: ScalarEvent, pos: Pos) -> Any:
             return value
         tag = _implicit_tag(value)
     if tag not in _ALLOWED_TAGS:
-        shown = tag.replace(_TAG, "!!") if tag else tag
-        raise _Refused(pos, f"tag {shown!r} is not allowed in catalog files (only plain YAML data)")
+        raise _Refused(pos, _tag_refusal(tag))
     kind = tag[len(_TAG) :]
     if kind in ("str", "timestamp"):  # dates stay text; the schema checks their format
         return value
@@ -282,7 +295,7 @@ def _build(text: str, parsed: ParsedYaml, limits: Limits) -> Any:
         elif isinstance(event, (MappingStartEvent, SequenceStartEvent)):
             pos = _mark(event)
             if event.tag not in (None, "!", _TAG + "map", _TAG + "seq"):
-                raise _Refused(pos, f"tag {event.tag!r} is not allowed in catalog files")
+                raise _Refused(pos, _tag_refusal(event.tag))
             if len(stack) >= limits.max_depth:
                 raise _Refused(pos, f"nesting is deeper than {limits.max_depth} levels")
             count(pos)
