@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-pytest_plugins = ["pytester"]
+pytest_plugins = ["pytester", "deepmarket.devcluster.pytest_plugin"]
 
 IN_CI = os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
 

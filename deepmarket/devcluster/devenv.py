@@ -1,0 +1,118 @@
+"""`deepmarket dev up|down|status`: the embedded default cluster, outliving the CLI process.
+
+Its processes run detached; their PIDs and command lines are recorded in a state file so a
+later `down` (another process) stops exactly them. The kubeconfig lives at a known path:
+``$DEEPMARKET_DEV_DIR`` or ``$XDG_STATE_HOME/deepmarket/dev`` (``~/.local/state/...``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from deepmarket.devcluster import processes
+from deepmarket.devcluster.config import NodeSpec, cpu_nodes, gpu_nodes
+from deepmarket.devcluster.controlplane import ControlPlane, stop_recorded
+
+Say = Callable[[str], None]
+
+
+def dev_dir(env: Mapping[str, str] = os.environ) -> Path:
+    if env.get("DEEPMARKET_DEV_DIR"):
+        return Path(env["DEEPMARKET_DEV_DIR"])
+    base = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "deepmarket" / "dev"
+
+
+def dev_nodes() -> list[NodeSpec]:
+    """The demo's simulated fleet: 4 GPU nodes with 8 GPUs each and 2 CPU-only nodes."""
+    return gpu_nodes(4, gpus=8) + cpu_nodes(2)
+
+
+def kubeconfig_path(env: Mapping[str, str] = os.environ) -> Path:
+    return dev_dir(env) / "kubeconfig"
+
+
+def read_state(env: Mapping[str, str] = os.environ) -> dict | None:
+    try:
+        return json.loads((dev_dir(env) / "state.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def running(state: dict | None) -> bool:
+    """Every recorded process still runs the recorded binary."""
+    if not state or not state.get("pids"):
+        return False
+    return all(
+        processes.alive(pid) and processes.cmdline(pid)[:1] == state["commands"].get(name, [""])[:1]
+        for name, pid in state["pids"].items()
+    )
+
+
+def export_line(env: Mapping[str, str] = os.environ) -> str:
+    return f"export KUBECONFIG={kubeconfig_path(env)}"
+
+
+def up(say: Say, env: Mapping[str, str] = os.environ) -> int:
+    home = dev_dir(env)
+    state = read_state(env)
+    if running(state):
+        say(f"the dev cluster already runs at {state['server']}")  # type: ignore[index]
+        print(export_line(env))
+        return 0
+    if state:
+        say("cleaning up a dev cluster that is no longer complete")
+        stop_recorded(state)
+    shutil.rmtree(home / "cluster", ignore_errors=True)
+    home.mkdir(parents=True, exist_ok=True)
+    nodes = dev_nodes()
+    say(
+        f"starting etcd, kube-apiserver, controller-manager, scheduler and kwok with "
+        f"{len(nodes)} fake nodes ({sum(n.gpus for n in nodes)} GPUs)"
+    )
+    cp = ControlPlane(
+        workdir=home / "cluster",
+        controllers=True,
+        nodes=nodes,
+        die_with_parent=False,
+        progress=say,
+    )
+    cp.start()
+    recorded = cp.detach()
+    (home / "state.json").write_text(json.dumps(recorded, indent=1))
+    # The well-known path: a copy, so `down` removing cluster/ never leaves a dangling link.
+    kubeconfig_path(env).write_text(cp.kubeconfig.read_text())
+    say(f"dev cluster up at {recorded['server']}; logs in {home / 'cluster' / 'logs'}")
+    say(f"try: {cp.kubectl_path} --kubeconfig {kubeconfig_path(env)} get nodes")
+    print(export_line(env))
+    return 0
+
+
+def down(say: Say, env: Mapping[str, str] = os.environ) -> int:
+    home = dev_dir(env)
+    state = read_state(env)
+    if not state:
+        say("no dev cluster is recorded; nothing to stop")
+        return 0
+    stopped = stop_recorded(state)
+    shutil.rmtree(home / "cluster", ignore_errors=True)
+    for name in ("state.json", "kubeconfig"):
+        (home / name).unlink(missing_ok=True)
+    say(f"dev cluster stopped ({', '.join(stopped) or 'nothing was running'}); data removed")
+    return 0
+
+
+def status(env: Mapping[str, str] = os.environ) -> int:
+    state = read_state(env)
+    if not running(state):
+        print("dev cluster: not running (start it with `deepmarket dev up`)")
+        return 3
+    assert state is not None
+    print(f"dev cluster: running at {state['server']}")
+    for name, pid in state["pids"].items():
+        print(f"  {name:<24} pid {pid:<8} rss {processes.rss_kib(pid) / 1024:.0f} MiB")
+    print(export_line(env))
+    return 0
