@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import shutil
+import subprocess
 import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -42,15 +43,29 @@ def require_deepaas() -> None:
 
 @contextlib.contextmanager
 def running(model: str, log: Path, env: Mapping[str, str] | None = None) -> Iterator[Server]:
-    port = serve.free_port()
-    url = f"http://127.0.0.1:{port}"
-    with log.open("wb") as out:
-        process = serve.start_deepaas(model, port, env=env, stdout=out)
-        try:
+    with running_many({model: (model, log, env)}) as servers:
+        yield servers[model]
+
+
+@contextlib.contextmanager
+def running_many(
+    specs: Mapping[str, tuple[str | None, Path, Mapping[str, str] | None]],
+) -> Iterator[dict[str, Server]]:
+    """Start several servers at once (key -> (model or None for all, log, env)), wait for all."""
+    started: dict[str, tuple[subprocess.Popen, Server]] = {}
+    try:
+        for key, (model, log, env) in specs.items():
+            port = serve.free_port()
+            with log.open("wb") as out:
+                process = serve.start_deepaas(model, port, env=env, stdout=out)
+            started[key] = (process, Server(f"http://127.0.0.1:{port}", model or "", log))
+        for process, server in started.values():
             try:
-                serve.wait_ready(process, url, timeout=180)
+                serve.wait_ready(process, server.url, timeout=180)
             except Exception as exc:
-                raise AssertionError(f"{exc}\n--- deepaas-run log ---\n{log.read_text()}") from None
-            yield Server(url, model, log)
-        finally:
+                log = server.log_text()
+                raise AssertionError(f"{exc}\n--- deepaas-run log ---\n{log}") from None
+        yield {key: server for key, (_, server) in started.items()}
+    finally:
+        for process, _ in started.values():
             serve.stop(process)

@@ -36,6 +36,46 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     serve.set_defaults(func=cmd_serve)
 
+    check = actions.add_parser(
+        "check",
+        help="check that a running DEEPaaS server conforms (pass/fail table)",
+        description="Call a running DEEPaaS server and check it the way deepmarket will use "
+        "it: /v2/ answers; /v2/models/ lists exactly one model (not the DEEPaaS test "
+        "fallback) with name, author and licence; /swagger.json declares predict's "
+        "arguments; a predict call with a sample input answers what the module's schema "
+        "declares; with --train, a training round-trip finishes. Exits 1 when a check fails.",
+    )
+    check.add_argument("url", metavar="URL", help="server base URL, e.g. http://127.0.0.1:5000")
+    source = check.add_mutually_exclusive_group()
+    source.add_argument(
+        "--module",
+        metavar="ID",
+        help="catalog id: use its runtime.check.predict sample and expect its runtime.model",
+    )
+    source.add_argument("--sample", type=Path, metavar="FILE", help="a file to predict on")
+    check.add_argument(
+        "--field", metavar="NAME", help="form field for --sample (default: the only file arg)"
+    )
+    check.add_argument(
+        "--arg",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra predict argument for --sample (e.g. accept=application/json); repeatable",
+    )
+    check.add_argument("--train", action="store_true", help="also run a training round-trip")
+    check.add_argument(
+        "--train-arg", action="append", default=[], metavar="NAME=VALUE", help="repeatable"
+    )
+    check.add_argument(
+        "--train-timeout", type=float, default=600.0, metavar="SECONDS", help="default 600"
+    )
+    check.add_argument("--format", choices=("text", "json"), default="text")
+    check.add_argument(
+        "--root", type=Path, default=Path(), help="catalog root for --module (default: .)"
+    )
+    check.set_defaults(func=cmd_check)
+
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from deepmarket.modules import cors, serve, targets
@@ -48,3 +88,47 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     target = targets.resolve(args.target, args.root, targets.installed_models())
     return serve.serve(target.model, args.port, origins)
+
+
+def _pairs(values: list[str], flag: str) -> dict[str, str]:
+    pairs = {}
+    for value in values:
+        key, sep, val = value.partition("=")
+        if not sep or not key:
+            raise UsageError(f"{flag} {value!r}: expected NAME=VALUE")
+        pairs[key] = val
+    return pairs
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    import sys
+
+    from deepmarket.modules import checker, report
+
+    if not args.url.startswith(("http://", "https://")):
+        raise UsageError(f"{args.url!r}: expected an http:// or https:// URL")
+    if (args.field or args.arg) and not args.sample:
+        raise UsageError("--field and --arg go with --sample")
+    expected = None
+    sample = None
+    if args.module:
+        sample, expected = checker.sample_from_catalog(args.root, args.module)
+    elif args.sample:
+        sample = checker.sample_from_flags(args.sample, args.field, _pairs(args.arg, "--arg"))
+
+    def progress(message: str) -> None:
+        if args.format == "text":
+            print(f"  {message}", file=sys.stderr, flush=True)
+
+    checks = checker.run_checks(
+        args.url,
+        sample=sample,
+        expected_model=expected,
+        train=args.train,
+        train_args=_pairs(args.train_arg, "--train-arg"),
+        train_timeout=args.train_timeout,
+        progress=progress,
+    )
+    render = report.as_json if args.format == "json" else report.as_text
+    print(render(args.url, checks))
+    return 0 if report.passed(checks) else 1

@@ -39,19 +39,13 @@ def deepaas_run_executable() -> str:
 
 
 def deepaas_command(
-    executable: str, model: str, host: str, port: int, max_body: int = MAX_BODY
+    executable: str, model: str | None, host: str, port: int, max_body: int = MAX_BODY
 ) -> list[str]:
-    return [
-        executable,
-        "--listen-ip",
-        host,
-        "--listen-port",
-        str(port),
-        "--model-name",
-        model,
-        "--client-max-size",
-        str(max_body),
-    ]
+    """The deepaas-run command line; no model name serves every installed model."""
+    command = [executable, "--listen-ip", host, "--listen-port", str(port)]
+    if model:
+        command += ["--model-name", model]
+    return [*command, "--client-max-size", str(max_body)]
 
 
 def free_port(host: str = LOOPBACK) -> int:
@@ -69,7 +63,7 @@ def _die_with_parent() -> None:
 
 
 def start_deepaas(
-    model: str,
+    model: str | None,
     port: int,
     *,
     host: str = LOOPBACK,
@@ -78,7 +72,7 @@ def start_deepaas(
     max_body: int = MAX_BODY,
 ) -> subprocess.Popen:
     command = deepaas_command(deepaas_run_executable(), model, host, port, max_body)
-    full_env = {**os.environ, **(env or {}), "DEEPAAS_V2_MODEL": model}
+    full_env = {**os.environ, **(env or {}), "DEEPAAS_V2_MODEL": model or ""}
     return subprocess.Popen(
         command,
         env=full_env,

@@ -10,6 +10,7 @@ import tomllib
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
+from typing import Any
 
 from deepmarket.errors import UsageError, UserError
 
@@ -37,9 +38,9 @@ def models_in_pyproject(pyproject: Path) -> list[str]:
     return sorted(group)
 
 
-def model_in_catalog(catalog_root: Path, module_id: str) -> str:
-    """`runtime.model` of catalog/<id>/module.yml (read on its own: one broken neighbour
-    entry must not stop an author from serving theirs)."""
+def read_entry(catalog_root: Path, module_id: str) -> tuple[dict[str, Any], Path]:
+    """catalog/<id>/module.yml as data, and its directory (read on its own: one broken
+    neighbour entry must not stop an author from serving or checking theirs)."""
     from ruamel.yaml import YAML, YAMLError
 
     path = catalog_root / "catalog" / module_id / "module.yml"
@@ -52,10 +53,20 @@ def model_in_catalog(catalog_root: Path, module_id: str) -> str:
         data = YAML(typ="safe").load(path.read_text(encoding="utf-8")) or {}
     except (OSError, YAMLError) as exc:
         raise UserError(f"{path}: cannot read it: {exc}") from None
-    runtime = data.get("runtime") if isinstance(data, dict) else None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping of module fields")
+    return data, path.parent
+
+
+def model_in_catalog(catalog_root: Path, module_id: str) -> str:
+    """`runtime.model` of catalog/<id>/module.yml."""
+    data, folder = read_entry(catalog_root, module_id)
+    runtime = data.get("runtime")
     model = runtime.get("model") if isinstance(runtime, dict) else None
     if not isinstance(model, str) or not model:
-        raise UserError(f"{path}: runtime.model: missing; it names the DEEPaaS model to serve")
+        raise UserError(
+            f"{folder / 'module.yml'}: runtime.model: missing; it names the DEEPaaS model"
+        )
     return model
 
 

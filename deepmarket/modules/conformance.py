@@ -1,0 +1,348 @@
+"""What a conforming DEEPaaS server answers, as pure judgements over recorded HTTP answers.
+
+Each `judge_*` function takes what the server said and returns a `Check` (pass, fail, warn or
+skip) whose detail says what was seen and, on failure, what to change. `checker` does the I/O.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from deepmarket.modules.http import Answer
+
+Status = Literal["pass", "fail", "warn", "skip"]
+TEST_MODEL = "deepaas-test"  # what DEEPaaS serves when no module loads (DEEPaaS #103)
+REQUIRED_METADATA = ("name", "author", "license")
+NO_DESCRIPTION = "Could not load description from underlying model"
+SCHEMA_REJECTED = "ERROR validating model response"
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: Status
+    detail: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"name": self.name, "status": self.status, "detail": self.detail}
+
+
+@dataclass(frozen=True)
+class Sample:
+    """A known-good predict input: form/header arguments and files by form field."""
+
+    args: dict[str, str] = field(default_factory=dict)
+    files: dict[str, Path] = field(default_factory=dict)
+    origin: str = ""  # where it came from, for messages
+
+
+@dataclass(frozen=True)
+class PredictSpec:
+    """The predict operation as /swagger.json declares it."""
+
+    path: str
+    parameters: tuple[dict[str, Any], ...]
+    response_schema: dict[str, Any] | None  # self-contained JSON Schema, or None
+    generic_response: bool  # DEEPaaS's own {status, predictions: str} wrapper
+
+    @property
+    def file_fields(self) -> list[str]:
+        return [p["name"] for p in self.parameters if p.get("type") == "file"]
+
+    def location(self, name: str) -> str | None:
+        for param in self.parameters:
+            if param.get("name") == name:
+                return str(param.get("in", "query"))
+        return None
+
+
+def _json(answer: Answer) -> tuple[Any, str | None]:
+    try:
+        return answer.json(), None
+    except (ValueError, UnicodeDecodeError) as exc:
+        return None, f"answered non-JSON ({answer.content_type or 'no content type'}): {exc}"
+
+
+def _no_answer(what: str, answer: Answer) -> str:
+    if answer.status == 0:
+        return f"{what}: no answer ({answer.error}); is the server running at that URL?"
+    return f"{what} answered HTTP {answer.status}: {answer.text(200)}"
+
+
+def judge_version(answer: Answer) -> Check:
+    name = "api-v2"
+    if answer.status != 200:
+        return Check(name, "fail", _no_answer("GET /v2/", answer))
+    data, error = _json(answer)
+    if error:
+        return Check(name, "fail", f"GET /v2/ {error}")
+    if not isinstance(data, dict) or data.get("id") != "v2":
+        return Check(name, "fail", f"GET /v2/ does not describe API v2: {answer.text(200)}")
+    return Check(name, "pass", f"GET /v2/ answered version {data.get('version', '?')!r}")
+
+
+def judge_models(answer: Answer, expected: str | None = None) -> tuple[Check, dict | None]:
+    """Exactly one model, not DEEPaaS's fallback, and the one the catalog names."""
+    name = "one-model"
+    if answer.status != 200:
+        return Check(name, "fail", _no_answer("GET /v2/models/", answer)), None
+    data, error = _json(answer)
+    if error:
+        return Check(name, "fail", f"GET /v2/models/ {error}"), None
+    models = data.get("models") if isinstance(data, dict) else None
+    if not isinstance(models, list) or not all(isinstance(m, dict) for m in models):
+        return Check(name, "fail", "GET /v2/models/ has no 'models' list"), None
+    names = sorted(route_name(m) for m in models)
+    if not models:
+        return Check(name, "fail", "the server serves no model"), None
+    if TEST_MODEL in names:
+        return Check(
+            name,
+            "fail",
+            f"the server fell back to DEEPaaS's built-in test model {TEST_MODEL!r}: no module "
+            "loaded (an entry point failed to import, or none is installed); the server log "
+            "names the error",
+        ), None
+    if len(models) > 1:
+        return Check(
+            name,
+            "fail",
+            f"the server serves {len(models)} models ({', '.join(names)}); a deployment "
+            "serves exactly one: uninstall the others or set DEEPAAS_V2_MODEL",
+        ), None
+    if expected and names[0] != expected:
+        return Check(
+            name,
+            "fail",
+            f"the server serves model {names[0]!r} but the catalog's runtime.model is "
+            f"{expected!r}; make them agree",
+        ), None
+    return Check(name, "pass", f"serves one model, {names[0]!r}"), models[0]
+
+
+def route_name(model: dict[str, Any]) -> str:
+    """The name in the model's URLs (its entry-point name). Not `id` or `name`: a module's
+    metadata may override both (DEEPaaS's placeholder sets id "0"); the self link stays."""
+    for link in model.get("links") or []:
+        if isinstance(link, dict) and link.get("rel") == "self" and link.get("href"):
+            return str(link["href"]).rstrip("/").rsplit("/", 1)[-1]
+    return str(model.get("id") or model.get("name"))
+
+
+def judge_metadata(model: dict[str, Any]) -> Check:
+    name = "metadata"
+    missing = [key for key in REQUIRED_METADATA if not str(model.get(key) or "").strip()]
+    if NO_DESCRIPTION in str(model.get("description", "")):
+        return Check(
+            name,
+            "fail",
+            "get_metadata() is missing or not implemented (DEEPaaS filled in a placeholder); "
+            f"return a dict with {', '.join(REQUIRED_METADATA)} and description",
+        )
+    if missing:
+        return Check(
+            name,
+            "fail",
+            f"get_metadata() lacks {', '.join(missing)}; return them (non-empty strings)",
+        )
+    shown = ", ".join(
+        f"{key}={model[key]!r}" for key in ("author", "license", "version") if key in model
+    )
+    return Check(name, "pass", shown)
+
+
+def _resolve_schema(schema: dict[str, Any], definitions: dict[str, Any]) -> dict[str, Any]:
+    return {**schema, "definitions": definitions}
+
+
+def judge_spec(answer: Answer, model: str) -> tuple[Check, PredictSpec | None]:
+    """/swagger.json parses and declares the predict operation with arguments."""
+    name = "swagger"
+    if answer.status != 200:
+        return Check(name, "fail", _no_answer("GET /swagger.json", answer)), None
+    spec, error = _json(answer)
+    if error:
+        return Check(name, "fail", f"GET /swagger.json {error}"), None
+    if not isinstance(spec, dict) or not isinstance(spec.get("paths"), dict):
+        return Check(name, "fail", "/swagger.json has no 'paths'"), None
+    path = f"/v2/models/{model}/predict/"
+    operation = spec["paths"].get(path, {}).get("post")
+    if not isinstance(operation, dict):
+        return Check(name, "fail", f"/swagger.json declares no POST {path}"), None
+    parameters = tuple(p for p in operation.get("parameters", []) if isinstance(p, dict))
+    inputs = [p["name"] for p in parameters if p.get("name") != "accept"]
+    if not inputs:
+        return Check(
+            name,
+            "fail",
+            f"POST {path} declares no arguments; get_predict_args() should return the inputs",
+        ), None
+    response = (operation.get("responses", {}).get("200") or {}).get("schema")
+    definitions = spec.get("definitions", {})
+    schema = _resolve_schema(response, definitions) if isinstance(response, dict) else None
+    generic = isinstance(response, dict) and response.get("$ref") == "#/definitions/Prediction"
+    spec_out = PredictSpec(path, parameters, schema, generic)
+    return Check(name, "pass", f"predict declares {', '.join(inputs)}"), spec_out
+
+
+def judge_declared_schema(spec: PredictSpec) -> Check:
+    name = "response-schema"
+    if spec.response_schema is None or spec.generic_response:
+        return Check(
+            name,
+            "warn",
+            "the module declares no response schema, so DEEPaaS sends str(result) inside "
+            "{status, predictions} and clients cannot parse it; set `schema` in the entry point",
+        )
+    props = sorted(_definition(spec.response_schema).get("properties", {}))
+    return Check(name, "pass", f"declares {', '.join(props) or 'a schema'}")
+
+
+def _definition(schema: dict[str, Any]) -> dict[str, Any]:
+    ref = schema.get("$ref", "")
+    if ref.startswith("#/definitions/"):
+        return schema.get("definitions", {}).get(ref.split("/")[-1], {})
+    return schema
+
+
+@dataclass(frozen=True)
+class PredictRequest:
+    form: dict[str, str]
+    files: dict[str, Path]
+    headers: dict[str, str]
+
+
+def plan_predict(spec: PredictSpec, sample: Sample) -> PredictRequest | Check:
+    """Place the sample's arguments where the spec declares them (header, form, file)."""
+    name = "predict"
+    if "" in sample.files:  # --sample without --field
+        if len(spec.file_fields) != 1:
+            return Check(
+                name,
+                "fail",
+                f"predict declares {len(spec.file_fields)} file arguments "
+                f"({', '.join(spec.file_fields) or 'none'}); name one with --field",
+            )
+        files = {spec.file_fields[0] if k == "" else k: v for k, v in sample.files.items()}
+        sample = Sample(sample.args, files, sample.origin)
+    declared = {p["name"] for p in spec.parameters}
+    unknown = sorted((set(sample.args) | set(sample.files)) - declared)
+    if unknown:
+        return Check(
+            name,
+            "fail",
+            f"{sample.origin} gives {', '.join(unknown)}, which predict does not declare "
+            f"(declared: {', '.join(sorted(declared))})",
+        )
+    not_files = [f for f in sample.files if f not in spec.file_fields]
+    if not_files:
+        return Check(
+            name, "fail", f"{', '.join(not_files)} is not a file argument of predict; "
+            "declare it with fields.Field(metadata={'type': 'file', 'location': 'form'})"
+        )  # fmt: skip
+    given = set(sample.args) | set(sample.files)
+    missing = [
+        p["name"] for p in spec.parameters
+        if p.get("required") and p["name"] not in given and "default" not in p
+    ]  # fmt: skip
+    if missing:
+        return Check(name, "fail", f"{sample.origin} lacks required {', '.join(missing)}")
+    for path in sample.files.values():
+        if not path.is_file():
+            return Check(name, "fail", f"sample file {path} does not exist")
+    headers, form = {}, {}
+    for key, value in sample.args.items():
+        if spec.location(key) == "header":
+            headers[key.title()] = str(value)
+        else:
+            form[key] = str(value)
+    return PredictRequest(form, dict(sample.files), headers)
+
+
+def judge_predict(answer: Answer, spec: PredictSpec, accept: str) -> Check:
+    """The sample's answer: 200, and valid against the declared schema (or the asked type)."""
+    name = "predict"
+    if answer.status == 0:
+        return Check(name, "fail", _no_answer("predict", answer))
+    if answer.status == 500 and SCHEMA_REJECTED in answer.text():
+        return Check(
+            name,
+            "fail",
+            "predict's answer does not match the module's declared schema (DEEPaaS rejected "
+            "it with HTTP 500; the server log shows the validation error)",
+        )
+    if answer.status >= 500:
+        return Check(
+            name,
+            "fail",
+            f"predict failed with HTTP {answer.status} ({answer.text(160) or 'no body'}): the "
+            "module raised on a known-good input; the server log has the traceback",
+        )
+    if answer.status == 501:
+        return Check(name, "fail", "predict is not implemented by the module (HTTP 501)")
+    if answer.status != 200:
+        return Check(
+            name,
+            "fail",
+            f"predict rejected the sample input with HTTP {answer.status}: {answer.text(200)}",
+        )
+    if accept not in ("", "application/json", "*/*"):
+        if answer.content_type != accept:
+            return Check(
+                name, "fail", f"asked for {accept} but got {answer.content_type or 'no type'}"
+            )
+        return Check(name, "pass", f"answered {len(answer.body)} bytes of {accept}")
+    data, error = _json(answer)
+    if error:
+        return Check(name, "fail", f"predict {error}")
+    if spec.response_schema is not None:
+        import jsonschema
+
+        validator = jsonschema.Draft4Validator(spec.response_schema)
+        errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
+        if errors:
+            where = "/".join(str(p) for p in errors[0].absolute_path) or "(root)"
+            return Check(
+                name,
+                "fail",
+                f"predict's answer does not match the declared schema at {where}: "
+                f"{errors[0].message}",
+            )
+    return Check(name, "pass", f"answered {_summary(data)}")
+
+
+def _summary(data: Any) -> str:
+    text = json.dumps(data, sort_keys=True)
+    return text if len(text) <= 120 else text[:120] + "…"
+
+
+def judge_train_start(answer: Answer) -> tuple[Check | None, str | None]:
+    name = "train"
+    if answer.status == 402:
+        return Check(name, "fail", "training is disabled on this server (HTTP 402)"), None
+    if answer.status != 200:
+        return Check(name, "fail", _no_answer("POST train/", answer)), None
+    data, error = _json(answer)
+    if error or not isinstance(data, dict) or not data.get("uuid"):
+        return Check(name, "fail", f"POST train/ gave no training uuid: {answer.text(200)}"), None
+    return None, str(data["uuid"])
+
+
+def judge_train_record(record: dict[str, Any] | None, timed_out: bool) -> Check:
+    name = "train"
+    if timed_out or record is None:
+        return Check(name, "fail", "training did not finish in time (still 'running')")
+    status = record.get("status")
+    if status == "done":
+        output = (record.get("result") or {}).get("output")
+        return Check(name, "pass", f"training finished: {_summary(output)}")
+    if status == "error":
+        return Check(name, "fail", f"training failed: {record.get('message', 'no message')}")
+    return Check(name, "fail", f"training ended with status {status!r}")
+
+
+def passed(checks: list[Check]) -> bool:
+    return not any(check.status == "fail" for check in checks)

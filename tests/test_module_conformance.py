@@ -1,0 +1,131 @@
+"""The conformance judgements of `deepmarket module check` over recorded answers (no server)."""
+
+import json
+from pathlib import Path
+
+from deepmarket.modules import conformance as c
+from deepmarket.modules import report
+from deepmarket.modules.http import Answer
+
+JSON = {"Content-Type": "application/json"}
+SCHEMA = {
+    "$ref": "#/definitions/ModelPredictionResponse",
+    "definitions": {
+        "ModelPredictionResponse": {
+            "type": "object",
+            "properties": {"label": {"type": "integer"}, "scores": {"type": "array"}},
+            "required": ["label"],
+        }
+    },
+}
+
+
+def answer(status: int, data, headers=JSON) -> Answer:
+    body = data if isinstance(data, bytes) else json.dumps(data).encode()
+    return Answer(status, dict(headers), body)
+
+
+def model(name: str, **meta) -> dict:
+    return {
+        "id": name,
+        "name": name,
+        "links": [{"rel": "self", "href": f"/v2/models/{name}"}],
+    } | meta
+
+
+def spec(parameters=None, schema=SCHEMA, generic=False) -> c.PredictSpec:
+    params = parameters or (
+        {"in": "formData", "name": "data", "type": "file", "required": True},
+        {"in": "header", "name": "accept", "type": "string", "default": "application/json"},
+    )
+    return c.PredictSpec("/v2/models/m/predict/", tuple(params), schema, generic)
+
+
+def test_fallback_test_model_is_named_as_such():
+    check, found = c.judge_models(answer(200, {"models": [model("deepaas-test")]}))
+    assert (check.status, found) == ("fail", None)
+    assert "built-in test model 'deepaas-test'" in check.detail
+
+
+def test_catalog_model_name_must_match_the_served_one():
+    check, _ = c.judge_models(answer(200, {"models": [model("digits")]}), expected="plants")
+    assert check.status == "fail"
+    assert "runtime.model is 'plants'" in check.detail
+
+
+def test_route_name_survives_metadata_that_overrides_id():
+    placeholder = model("digits") | {"id": "0", "name": "Digits"}
+    assert c.route_name(placeholder) == "digits"
+
+
+def test_metadata_needs_author_and_licence():
+    check = c.judge_metadata(model("m", description="x", author=" "))
+    assert check.status == "fail"
+    assert "lacks name" not in check.detail and "author, license" in check.detail
+
+
+def test_spec_without_predict_arguments_fails():
+    swagger = {"paths": {"/v2/models/m/predict/": {"post": {"parameters": []}}}}
+    check, found = c.judge_spec(answer(200, swagger), "m")
+    assert (check.status, found) == ("fail", None)
+    assert "declares no arguments" in check.detail
+
+
+def test_generic_response_schema_is_a_warning():
+    assert c.judge_declared_schema(spec(generic=True)).status == "warn"
+    assert c.judge_declared_schema(spec()).detail == "declares label, scores"
+
+
+def test_sample_arguments_go_where_the_spec_declares_them(tmp_path):
+    image = tmp_path / "x.png"
+    image.write_bytes(b"png")
+    plan = c.plan_predict(spec(), c.Sample({"accept": "image/png"}, {"": image}, "test"))
+    assert plan == c.PredictRequest({}, {"data": image}, {"Accept": "image/png"})
+
+
+def test_sample_with_undeclared_or_missing_arguments_fails():
+    unknown = c.plan_predict(spec(), c.Sample({"colour": "red"}, {}, "module.yml"))
+    assert "module.yml gives colour, which predict does not declare" in unknown.detail
+    missing = c.plan_predict(spec(), c.Sample({}, {}, "module.yml"))
+    assert missing.detail == "module.yml lacks required data"
+    two_files = spec(
+        [{"in": "formData", "name": n, "type": "file"} for n in ("a", "b")],
+    )
+    unnamed = c.plan_predict(two_files, c.Sample({}, {"": Path("x")}, "--sample"))
+    assert "declares 2 file arguments (a, b); name one with --field" in unnamed.detail
+
+
+def test_predict_answer_is_validated_against_the_declared_schema():
+    ok = c.judge_predict(answer(200, {"label": 7, "scores": []}), spec(), "application/json")
+    assert ok.status == "pass"
+    bad = c.judge_predict(answer(200, {"label": "seven"}), spec(), "")
+    assert bad.status == "fail"
+    assert "at label: 'seven' is not of type 'integer'" in bad.detail
+
+
+def test_predict_failures_are_told_apart():
+    rejected = answer(500, b"500: ERROR validating model response, check server logs.", {})
+    assert (
+        "does not match the module's declared schema"
+        in c.judge_predict(rejected, spec(), "").detail
+    )
+    crashed = c.judge_predict(answer(500, b"500 Internal Server Error", {}), spec(), "")
+    assert "the module raised on a known-good input" in crashed.detail
+    png = c.judge_predict(answer(200, b"{}", JSON), spec(), "image/png")
+    assert png.detail == "asked for image/png but got application/json"
+    refused = c.judge_predict(Answer(0, error="URLError: refused"), spec(), "")
+    assert "no answer (URLError: refused)" in refused.detail
+
+
+def test_training_record_outcomes():
+    assert c.judge_train_record({"status": "done", "result": {"output": 1}}, False).status == "pass"
+    failed = c.judge_train_record({"status": "error", "message": "no data"}, False)
+    assert failed.detail == "training failed: no data"
+    assert "did not finish" in c.judge_train_record({"status": "running"}, True).detail
+
+
+def test_report_verdicts():
+    checks = [c.Check("api-v2", "pass", "ok"), c.Check("predict", "fail", "boom")]
+    text = report.as_text("http://x", checks)
+    assert text.splitlines()[-1] == "FAILED: 1 of 2 checks (predict)"
+    assert json.loads(report.as_json("http://x", checks))["passed"] is False
