@@ -37,6 +37,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--root", type=Path, default=Path(), help="catalog root (default: .)")
     p.set_defaults(func=cmd_list)
 
+    p = sub.add_parser(
+        "new",
+        help="scaffold catalog/<id>/ (module.yml, README.md) and append the id to modules.yml",
+    )
+    p.add_argument("id", help="module id: a DNS-1123 label, e.g. plant-classification")
+    p.add_argument("--root", type=Path, default=Path(), help="catalog root (default: .)")
+    p.set_defaults(func=cmd_new)
+
+    p = sub.add_parser(
+        "import",
+        help="convert a DEEP v1 metadata.json or AI4OS v2 ai4-metadata.yml/json into an entry",
+        description="Convert existing module metadata into catalog/<id>/module.yml, append the "
+        "id to modules.yml, say what could not be mapped, and validate the result.",
+    )
+    p.add_argument("source", type=Path, help="metadata.json, ai4-metadata.yml or .json")
+    p.add_argument("--id", dest="module_id", help="module id (default: from the image name)")
+    p.add_argument("--image", help="container image pinned by tag or digest (runtime.image)")
+    p.add_argument("--license", dest="licence", help="SPDX licence id, when the source has none")
+    p.add_argument("--root", type=Path, default=Path(), help="catalog root (default: .)")
+    p.add_argument("--dry-run", action="store_true", help="print module.yml, write nothing")
+    p.set_defaults(func=cmd_import)
+
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from deepmarket.catalog.loader import scan_catalog, validate_paths
@@ -83,4 +105,98 @@ def cmd_list(args: argparse.Namespace) -> int:
         )
     print(table(rows))
     print(f"{len(catalog)} module{'s' if len(catalog) != 1 else ''}", file=sys.stderr)
+    return 0
+
+
+def _existing_ids(index: Path) -> tuple[str, list[str]]:
+    from deepmarket.catalog.scaffold import index_ids
+    from deepmarket.errors import UserError
+
+    text = index.read_text(encoding="utf-8") if index.exists() else ""
+    try:
+        return text, index_ids(text)
+    except Exception as exc:  # ruamel's errors are many; any of them means "fix it first"
+        raise UserError(f"{index} cannot be read as YAML; fix it first ({exc})") from None
+
+
+def add_module_files(root: Path, module_id: str, files: dict[str, str]) -> list[Path]:
+    """Write catalog/<id>/ and append the id to modules.yml; refuse an existing id."""
+    from deepmarket.catalog.scaffold import append_to_index, check_new_id
+    from deepmarket.errors import UserError
+
+    check_new_id(module_id)
+    index = root / "modules.yml"
+    text, ids = _existing_ids(index)
+    module_dir = root / "catalog" / module_id
+    if module_id in ids:
+        raise UserError(f"module {module_id!r} is already listed in {index}")
+    if module_dir.exists() or module_dir.is_symlink():
+        raise UserError(f"{module_dir} already exists")
+    new_index = append_to_index(text, module_id)
+    written = []
+    for rel, content in files.items():
+        path = module_dir / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content, encoding="utf-8")
+        written.append(path)
+    index.write_text(new_index, encoding="utf-8")
+    written.append(index)
+    return written
+
+
+def cmd_new(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from deepmarket.catalog.scaffold import module_scaffold
+
+    files = module_scaffold(args.id, dt.date.today())
+    for path in add_module_files(args.root, args.id, files):
+        print(f"wrote {path}")
+    print(
+        f"next: fill in the TODOs in {args.root / 'catalog' / args.id / 'module.yml'}, "
+        "run `deepmarket validate`, and open a pull request",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from deepmarket.catalog.importers import convert, module_yaml
+    from deepmarket.catalog.loader import read_capped, validate_paths
+    from deepmarket.catalog.model import Problem
+    from deepmarket.catalog.scaffold import check_new_id
+    from deepmarket.catalog.yamlsource import Limits, parse_yaml
+    from deepmarket.errors import UsageError, UserError
+
+    limits = Limits(max_bytes=1024 * 1024, max_depth=32, max_nodes=50_000)
+    raw = read_capped(args.source, str(args.source), limits.max_bytes)
+    if isinstance(raw, Problem):
+        raise UsageError(str(raw))
+    parsed = parse_yaml(raw, str(args.source), limits)  # JSON is YAML: one parser for both
+    if parsed.problems:
+        raise UserError(str(parsed.problems[0]))
+    imported = convert(
+        parsed.data, module_id=args.module_id, image=args.image, licence=args.licence
+    )
+    check_new_id(imported.id)
+    text = module_yaml(imported, args.source.name)
+    for note in imported.notes:
+        print(f"import: {note}", file=sys.stderr)
+    if args.dry_run:
+        print(text, end="")
+        return 0
+    written = add_module_files(args.root, imported.id, {"module.yml": text})
+    for path in written:
+        print(f"wrote {path}")
+    module_file = written[0]
+    problems = validate_paths([module_file], args.root)
+    if problems:
+        print(
+            f"{module_file} does not validate yet; fix these and run `deepmarket validate`:",
+            file=sys.stderr,
+        )
+        for problem in problems:
+            print(str(problem), file=sys.stderr)
+        return 1
+    print(f"{module_file} is valid", file=sys.stderr)
     return 0
