@@ -392,6 +392,14 @@ def tryit_html(module: Module, base_template: str | None) -> str:
     return f'<div class="admonition info"><p class="admonition-title">Try it</p><p>{why}</p></div>'
 
 
+def without_title(markdown_text: str) -> str:
+    """A README's leading `# Title` repeats the page's own heading: drop it."""
+    lines = markdown_text.lstrip("\n").split("\n", 1)
+    if lines[0].startswith("# "):
+        return lines[1] if len(lines) > 1 else ""
+    return markdown_text
+
+
 def page_slots(
     module: Module,
     *,
@@ -410,7 +418,8 @@ def page_slots(
     )
     description = render_md(str(module.data.get("description", "")))
     if module.readme:
-        description += f'<div class="dm-readme">{render_md(module.readme)}</div>'
+        readme = render_md(without_title(module.readme))
+        description += f'<div class="dm-readme">{readme}</div>'
     details = _facts_html(module) + "<h3>Resources</h3>" + _resources_html(module)
     links = _links_html(module)
     if links:
