@@ -194,3 +194,44 @@ def test_serve_with_cors_answers_preflight_and_cross_origin_post(tmp_path):
             not Path(f"/proc/{pid}").exists()
             or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
         ), f"deepaas-run {pid} outlived module serve"
+
+
+def test_serve_a_package_directory_runs_plain_deepaas_run(tmp_path):
+    require_deepaas()
+    port = serve.free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "deepmarket", "module", "serve",
+         str(REPO / "examples" / "modules" / "digits"), "--port", str(port)],
+        env={**os.environ, "DIGITS_MODEL_DIR": str(tmp_path)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        serve.wait_ready(process, url, timeout=180)
+        body, kind = http.multipart({}, {"data": SEVEN})
+        headers = {"Origin": PAGE_ORIGIN, "Content-Type": kind}
+        answer = http.request("POST", url + PREDICT, body=body, headers=headers)
+        assert answer.status == 200 and answer.json()["label"] == 7
+        assert "Access-Control-Allow-Origin" not in answer.headers  # no proxy without origins
+        cmdline = Path(f"/proc/{process.pid}/cmdline").read_bytes().split(b"\0")
+        assert any(arg.endswith(b"deepaas-run") for arg in cmdline)  # exec'd in place
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(30)
+
+
+def test_cli_predict_answers_like_the_server(tmp_path):
+    require_deepaas()
+    out = tmp_path / "answer.json"
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "deepaas-cli"), "--deepaas_method_output", str(out),
+         "predict", "--data", str(SEVEN)],
+        env={**os.environ, "DIGITS_MODEL_DIR": str(tmp_path), "DEEPAAS_V2_MODEL": "digits"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert json.loads(out.read_text())["label"] == 7
+    assert SEVEN.exists()  # predict deletes only its temporary copy

@@ -98,9 +98,9 @@ def _predict(
         return plan
     body, kind = http.multipart(plan.form, plan.files)
     progress(f"POST {base}{spec.path} ({', '.join([*plan.files, *plan.form, *plan.headers])})")
-    answer = http.request(
-        "POST", base + spec.path, body=body, headers={**plan.headers, "Content-Type": kind}
-    )
+    headers = {**plan.headers, "Content-Type": kind}
+    # A first prediction may load a big model lazily: allow more than a metadata call.
+    answer = http.request("POST", base + spec.path, body=body, headers=headers, timeout=300)
     return c.judge_predict(answer, spec, plan.headers.get("Accept", ""))
 
 
