@@ -351,3 +351,22 @@ def test_cli_list_refuses_an_invalid_catalog(catalog, capsys):
     code, out, err = run_cli(capsys, "list", "--root", str(catalog))
     assert code == 1 and out == ""
     assert err.startswith("deepmarket: error: the catalog has 1 problem; first: catalog/seeds/")
+
+
+def test_fast_validator_verdict_is_never_dropped(catalog, monkeypatch):
+    """If the wording validator found nothing where jsonschema-rs did, rs's error is kept."""
+    from deepmarket.catalog import schema
+
+    class Silent:
+        def iter_errors(self, data):
+            return iter(())
+
+    monkeypatch.setattr(schema, "validator", lambda name: Silent())
+    write_module(catalog, "plants", module_text(license="Nope"))
+    problem = one(validate_catalog(catalog))
+    assert (problem.file, problem.line, problem.path) == (
+        "catalog/plants/module.yml",
+        17,
+        "license",
+    )
+    assert "spdx-license" in problem.message

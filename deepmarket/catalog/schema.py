@@ -170,6 +170,9 @@ def problems_from_schema(parsed: ParsedYaml, name: str) -> list[Problem]:
                     )
         else:
             out.append(parsed.problem(path, _message(error)))
+    if not out:  # the two validators disagree: never let the fast one's verdict pass silently
+        for error in fast_validator(name).iter_errors(parsed.data):
+            out.append(parsed.problem(tuple(error.instance_path), error.message))
     return [p for p in out if not (p in seen or seen.add(p))]
 
 

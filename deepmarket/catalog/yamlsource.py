@@ -217,9 +217,13 @@ def _scalar(event: ScalarEvent, pos: Pos) -> Any:
 def _events(text: str) -> Any:
     if _CParser is not None:
         parser = _CParser(text)
+        get_event = parser.get_event
         try:
-            while parser.check_event():
-                yield parser.get_event()
+            while True:  # get_event alone: check_event would double the calls into C
+                event = get_event()
+                if event is None:
+                    return
+                yield event
         finally:
             parser.dispose()
     else:  # pragma: no cover
