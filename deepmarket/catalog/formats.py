@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import difflib
 import functools
+import ipaddress
 import re
 from collections.abc import Callable
 from urllib.parse import urlsplit
@@ -27,6 +28,14 @@ _TAG = re.compile(r"^[\w][\w.-]{0,127}$")
 _DIGEST = re.compile(r"^(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$")
 
 
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def check_uri(value: str) -> str | None:
     """An absolute URI without spaces; http(s) URIs need a valid host."""
     if not _SCHEME.match(value) or any(c.isspace() for c in value):
@@ -38,7 +47,7 @@ def check_uri(value: str) -> str | None:
         return f"is not a valid URI ({exc})"
     if parts.scheme in ("http", "https"):
         host = parts.hostname or ""
-        if not host or not (_HOST.match(host) or host.startswith("[")):
+        if not host or not (_HOST.match(host) or _is_ip(host)):
             return "has no valid host name"
     return None
 
@@ -142,7 +151,7 @@ def parse_image(value: str) -> tuple[str, str, str | None, str | None] | str:
         if not _TAG.match(tag):
             return f"has an invalid tag {tag!r}"
     first, sep, rest = name.partition("/")
-    if sep and ("." in first or ":" in first or first == "localhost" or first != first.lower()):
+    if sep and ("." in first or ":" in first or first == "localhost"):
         domain, path = first, rest
         if not _DOMAIN.match(domain):
             return f"has an invalid registry host {domain!r}"
