@@ -105,6 +105,7 @@ def test_the_example_module_passes_every_check_including_training(servers, capsy
         "swagger": "pass",
         "response-schema": "pass",
         "predict": "pass",
+        "bad-input": "pass",
         "train": "pass",
     }
     assert '"label": 7' in checks["predict"]["detail"]
@@ -116,24 +117,37 @@ def test_text_report_is_a_table_with_a_verdict(servers, capsys):
     out = capsys.readouterr().out
     assert code == 0
     assert "predict          PASS    answered" in out and "of image/png" in out
-    assert out.rstrip().endswith("PASSED: 6 of 6 checks")
+    assert out.rstrip().endswith("PASSED: 7 of 7 checks")
 
 
 @pytest.mark.parametrize(
-    ("server", "failing", "reason"),
+    ("server", "reasons"),
     [
-        ("no_metadata", "metadata", "get_metadata() is missing or not implemented"),
-        ("bad_answer", "predict", "does not match the module's declared schema"),
-        ("crashing", "predict", "failed with HTTP 500"),
-        ("two", "one-model", "serves 2 models (digits, second)"),
+        ("no_metadata", {"metadata": "get_metadata() is missing or not implemented"}),
+        (
+            "bad_answer",
+            {
+                "predict": "does not match the module's declared schema",
+                "bad-input": "got HTTP 500: predict should check its input",
+            },
+        ),
+        (
+            "crashing",
+            {
+                "predict": "failed with HTTP 500",
+                "bad-input": "got HTTP 500: predict should check its input",
+            },
+        ),
+        ("two", {"one-model": "serves 2 models (digits, second)"}),
     ],
 )
-def test_broken_modules_fail_with_the_reason(servers, capsys, server, failing, reason):
+def test_broken_modules_fail_with_the_reason(servers, capsys, server, reasons):
     code, checks = check(capsys, servers[server].url, "--sample", str(SEVEN))
     assert code == 1
     failed = {name for name, c in checks.items() if c["status"] == "fail"}
-    assert failed == {failing}, checks
-    assert reason in checks[failing]["detail"]
+    assert failed == set(reasons), checks
+    for name, reason in reasons.items():
+        assert reason in checks[name]["detail"]
 
 
 def test_a_sample_the_module_rejects_fails_predict_with_its_message(servers, capsys):

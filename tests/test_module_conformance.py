@@ -129,3 +129,11 @@ def test_report_verdicts():
     text = report.as_text("http://x", checks)
     assert text.splitlines()[-1] == "FAILED: 1 of 2 checks (predict)"
     assert json.loads(report.as_json("http://x", checks))["passed"] is False
+
+
+def test_bad_input_must_be_refused_with_a_4xx():
+    assert c.judge_bad_input(answer(422, {"data": ["missing"]}), "data").status == "pass"
+    crashed = c.judge_bad_input(answer(500, b"500 Internal Server Error", {}), "data")
+    assert crashed.status == "fail"
+    assert "an empty file in 'data' got HTTP 500" in crashed.detail
+    assert c.judge_bad_input(answer(200, {"label": 1}), "data").status == "warn"

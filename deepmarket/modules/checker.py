@@ -85,6 +85,8 @@ def run_checks(
             )
         else:
             checks.append(_predict(base, spec, sample, progress))
+        if spec.file_fields:
+            checks.append(_bad_input(base, spec, progress))
     if train:
         checks.append(_train(base, name, dict(train_args or {}), train_timeout, progress))
     return checks
@@ -102,6 +104,14 @@ def _predict(
     # A first prediction may load a big model lazily: allow more than a metadata call.
     answer = http.request("POST", base + spec.path, body=body, headers=headers, timeout=300)
     return c.judge_predict(answer, spec, plan.headers.get("Accept", ""))
+
+
+def _bad_input(base: str, spec: c.PredictSpec, progress: Callable[[str], None]) -> c.Check:
+    field = spec.file_fields[0]
+    body, kind = http.multipart({}, {field: ("empty.bin", b"")})
+    progress(f"POST {base}{spec.path} (empty {field})")
+    answer = http.request("POST", base + spec.path, body=body, headers={"Content-Type": kind})
+    return c.judge_bad_input(answer, field)
 
 
 def _train(

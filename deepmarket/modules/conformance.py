@@ -314,6 +314,24 @@ def judge_predict(answer: Answer, spec: PredictSpec, accept: str) -> Check:
     return Check(name, "pass", f"answered {_summary(data)}")
 
 
+def judge_bad_input(answer: Answer, field: str) -> Check:
+    """An empty upload must be refused with a 4xx and a message, never a 500 (DEEPaaS #82)."""
+    name = "bad-input"
+    what = f"an empty file in {field!r}"
+    if answer.status == 0:
+        return Check(name, "fail", _no_answer("predict", answer))
+    if 400 <= answer.status < 500:
+        return Check(name, "pass", f"{what} got HTTP {answer.status}: {answer.text(120)}")
+    if answer.status >= 500:
+        return Check(
+            name,
+            "fail",
+            f"{what} got HTTP {answer.status}: predict should check its input and raise a 4xx "
+            "with a message (see InputRejected in examples/modules/digits)",
+        )
+    return Check(name, "warn", f"{what} was accepted (HTTP {answer.status})")
+
+
 def _summary(data: Any) -> str:
     text = json.dumps(data, sort_keys=True)
     return text if len(text) <= 120 else text[:120] + "…"
