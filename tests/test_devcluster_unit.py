@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -147,3 +148,28 @@ def test_audit_policy_logs_only_writes_at_metadata_level():
 def test_kwok_stages_cover_node_ready_pod_running_job_success_and_delete():
     names = [s["metadata"]["name"] for s in config.kwok_stages()]
     assert names == ["node-ready", "pod-running", "pod-job-succeeded", "pod-delete"]
+
+
+_NEEDS_CLUSTER = """
+def test_uses_the_cluster(cluster):
+    assert cluster.kubeconfig.exists()
+"""
+
+
+@pytest.mark.parametrize("ci", ["", "true"])
+def test_cluster_tests_skip_with_the_reason_and_fail_under_ci(pytester, monkeypatch, tmp_path, ci):
+    """No binaries and no Go: a laptop skips with the reason; CI=true turns it into a failure."""
+    conftest = Path(__file__).with_name("conftest.py").read_text()
+    pytester.makeconftest(conftest)
+    pytester.makepyfile(test_needs_cluster=_NEEDS_CLUSTER)
+    monkeypatch.setenv("PATH", str(Path(sys.executable).parent))  # a venv's bin: no go
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))
+    monkeypatch.delenv("KUBEBUILDER_ASSETS", raising=False)
+    monkeypatch.setenv("CI", ci)
+    result = pytester.runpytest_subprocess("-rs", "-p", "no:cacheprovider")
+    if ci:
+        result.assert_outcomes(errors=1)  # the fixture's skip became an error
+        result.stdout.fnmatch_lines(["*skipped under CI=true*install Go*"])
+    else:
+        result.assert_outcomes(skipped=1)
+        result.stdout.fnmatch_lines(["*Kubernetes binaries unavailable*install Go*"])

@@ -363,10 +363,14 @@ def ensure_binaries(
         staging.mkdir(parents=True)
         try:
             for group in groups:
+                hint = (
+                    "; a cold build takes ~15 min on 2 cores, later builds reuse Go's cache"
+                    if group.names == K8S_TOOLS
+                    else ""
+                )
                 say(
                     f"building {', '.join(group.names)} {group.version} with go build "
-                    f"(module {group.module_dir.relative_to(tools_dir.parent)}); a cold build "
-                    "of Kubernetes takes a while, later runs reuse Go's cache"
+                    f"(module {group.module_dir.relative_to(tools_dir.parent)}){hint}"
                 )
                 started = time.monotonic()
                 _run_go_build(group, staging, say)

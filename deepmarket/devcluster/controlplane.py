@@ -12,13 +12,16 @@ body raises or the run is interrupted. Children of a test run die with it even o
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
+import os
 import shutil
 import socket
 import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -32,12 +35,59 @@ from deepmarket.devcluster.config import NodeSpec, Ports
 from deepmarket.devcluster.pki import Pki, write_pki
 from deepmarket.errors import UserError
 
+TEMP_PREFIX = "deepmarket-cp-"
 # Stop order: clients of the apiserver first, etcd last.
 ORDER = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 
 
 class ControlPlaneError(UserError):
     """A component failed to start or a call against the cluster failed."""
+
+
+def sweep_orphans(tmp: Path) -> None:
+    """Remove temp dirs of control planes whose Python process was killed -9 (its children
+    died with it, but nothing could remove the directory)."""
+    for path in tmp.glob(f"{TEMP_PREFIX}*"):
+        try:
+            owner = int((path / "owner.pid").read_text())
+        except (OSError, ValueError):
+            continue
+        if not processes.alive(owner):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def admin_context(pki_dir: Path) -> ssl.SSLContext:
+    """TLS context trusting the cluster's CA and presenting the admin client certificate."""
+    ctx = ssl.create_default_context(cafile=str(pki_dir / "ca.crt"))
+    ctx.load_cert_chain(str(pki_dir / "admin.crt"), str(pki_dir / "admin.key"))
+    return ctx
+
+
+def api_request(
+    server: str,
+    context: ssl.SSLContext,
+    method: str,
+    path: str,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 10,
+) -> tuple[int, Any]:
+    """One HTTPS call to an apiserver; returns (status, decoded JSON or text)."""
+    data = None if body is None else json.dumps(body).encode()
+    hdrs = {"Accept": "application/json", **(headers or {})}
+    if data is not None:
+        hdrs.setdefault("Content-Type", "application/json")
+    req = urllib.request.Request(server + path, data=data, method=method, headers=hdrs)
+    try:
+        with urllib.request.urlopen(req, context=context, timeout=timeout) as resp:
+            status, raw = resp.status, resp.read()
+    except urllib.error.HTTPError as err:
+        status, raw = err.code, err.read()
+    text = raw.decode(errors="replace")
+    try:
+        return status, json.loads(text)
+    except ValueError:
+        return status, text
 
 
 def free_ports(count: int) -> list[int]:
@@ -69,6 +119,7 @@ class ControlPlane:
         die_with_parent: bool = True,
         progress: Callable[[str], None] | None = None,
         timeout: float = 120.0,
+        kwok_pod_parallelism: int = 16,
     ) -> None:
         self.binaries = binaries
         self._own_dir = workdir is None
@@ -80,11 +131,13 @@ class ControlPlane:
         self.die_with_parent = die_with_parent
         self.say = progress or (lambda _msg: None)
         self.timeout = timeout
+        self.kwok_pod_parallelism = kwok_pod_parallelism
         self.procs: dict[str, subprocess.Popen] = {}
         self.commands: dict[str, list[str]] = {}
         self.ports: Ports | None = None
         self.pki: Pki | None = None
         self._ssl: ssl.SSLContext | None = None
+        self._local = threading.local()
         self._started = False
 
     # --- what callers use -------------------------------------------------------------------
@@ -142,17 +195,38 @@ class ControlPlane:
         headers: dict[str, str] | None = None,
         timeout: float = 10,
     ) -> tuple[int, Any]:
-        """One call to the apiserver as the admin; returns (status, decoded JSON or text)."""
+        """One call to the apiserver as the admin; returns (status, decoded JSON or text).
+
+        Keeps one TLS connection per thread alive: polling loops and bulk creates would
+        otherwise pay a handshake per call."""
         data = None if body is None else json.dumps(body).encode()
         hdrs = {"Accept": "application/json", **(headers or {})}
         if data is not None:
             hdrs.setdefault("Content-Type", "application/json")
-        req = urllib.request.Request(self.server + path, data=data, method=method, headers=hdrs)
-        try:
-            with urllib.request.urlopen(req, context=self._context(), timeout=timeout) as resp:
+        for attempt in (1, 2):
+            conn = getattr(self._local, "conn", None)
+            fresh = conn is None
+            if conn is None:
+                assert self.ports is not None
+                conn = http.client.HTTPSConnection(
+                    "127.0.0.1", self.ports.apiserver, context=self._context(), timeout=timeout
+                )
+                self._local.conn = conn
+            try:
+                conn.timeout = timeout
+                if conn.sock is not None:
+                    conn.sock.settimeout(timeout)
+                conn.request(method, path, body=data, headers=hdrs)
+                resp = conn.getresponse()
                 status, raw = resp.status, resp.read()
-        except urllib.error.HTTPError as err:
-            status, raw = err.code, err.read()
+                break
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                self._local.conn = None
+                # A kept-alive connection the server closed (e.g. after an apiserver
+                # restart) gets one retry on a fresh one; a fresh one failing is real.
+                if fresh or attempt == 2:
+                    raise
         text = raw.decode(errors="replace")
         try:
             return status, json.loads(text)
@@ -205,7 +279,9 @@ class ControlPlane:
         if self.binaries is None:
             self.binaries = ensure_binaries(self.say)
         if self._own_dir:
-            self.workdir = Path(tempfile.mkdtemp(prefix="deepmarket-cp-"))
+            sweep_orphans(Path(tempfile.gettempdir()))
+            self.workdir = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX))
+            (self.workdir / "owner.pid").write_text(str(os.getpid()))
         (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
         self.ports = Ports(*free_ports(6))
         self.pki = write_pki(self.workdir / "pki")
@@ -238,7 +314,11 @@ class ControlPlane:
             )
         if self.kwok:
             kwok_config = self.workdir / "kwok.yaml"
-            kwok_config.write_text("\n---\n".join(json.dumps(s) for s in config.kwok_stages()))
+            documents = [
+                config.kwok_configuration(self.kwok_pod_parallelism),
+                *config.kwok_stages(),
+            ]
+            kwok_config.write_text("\n---\n".join(json.dumps(d) for d in documents))
             self._spawn("kwok", config.kwok_args(self.kubeconfig, kwok_config, self.ports))
         if self.nodes:
             self.add_nodes(self.nodes)
@@ -324,9 +404,7 @@ class ControlPlane:
     def _context(self) -> ssl.SSLContext:
         if self._ssl is None:
             assert self.pki is not None
-            ctx = ssl.create_default_context(cafile=str(self.pki.ca_cert))
-            ctx.load_cert_chain(str(self.pki.admin_cert), str(self.pki.admin_key))
-            self._ssl = ctx
+            self._ssl = admin_context(self.pki.ca_cert.parent)
         return self._ssl
 
     def _healthy(self, port: int) -> bool:
@@ -342,7 +420,7 @@ class ControlPlane:
         def ready() -> bool:
             try:
                 return self.request("GET", "/readyz", timeout=2)[0] == 200
-            except (OSError, urllib.error.URLError):
+            except (OSError, urllib.error.URLError, http.client.HTTPException):
                 return False
 
         self.wait_for(ready, "kube-apiserver /readyz")
@@ -359,7 +437,9 @@ class ControlPlane:
                         f"{name} exited with code {proc.returncode} while waiting for {what}; "
                         f"last lines of {self.log_path(name)}:\n{self._tail(name)}"
                     )
-            with contextlib.suppress(OSError, urllib.error.URLError, ValueError):
+            with contextlib.suppress(
+                OSError, urllib.error.URLError, http.client.HTTPException, ValueError
+            ):
                 if check():
                     return
             if time.monotonic() > deadline:

@@ -13,8 +13,13 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from deepmarket.devcluster import processes
-from deepmarket.devcluster.config import NodeSpec, cpu_nodes, gpu_nodes
-from deepmarket.devcluster.controlplane import ControlPlane, stop_recorded
+from deepmarket.devcluster.config import GPU_RESOURCE, NodeSpec, cpu_nodes, gpu_nodes
+from deepmarket.devcluster.controlplane import (
+    ControlPlane,
+    admin_context,
+    api_request,
+    stop_recorded,
+)
 
 Say = Callable[[str], None]
 
@@ -50,6 +55,28 @@ def running(state: dict | None) -> bool:
         processes.alive(pid) and processes.cmdline(pid)[:1] == state["commands"].get(name, [""])[:1]
         for name, pid in state["pids"].items()
     )
+
+
+def _readiness(state: dict) -> str:
+    """What the apiserver says: readyz, Ready nodes and their GPUs."""
+    try:
+        ctx = admin_context(Path(state["workdir"]) / "pki")
+        ready = api_request(state["server"], ctx, "GET", "/readyz", timeout=5)[0] == 200
+        status, body = api_request(state["server"], ctx, "GET", "/api/v1/nodes", timeout=5)
+    except (OSError, ValueError) as exc:
+        return f"apiserver unreachable: {exc}"
+    if status != 200:
+        return f"apiserver answers {status}"
+    nodes = [
+        n
+        for n in body["items"]
+        if any(
+            c["type"] == "Ready" and c["status"] == "True"
+            for c in n.get("status", {}).get("conditions", [])
+        )
+    ]
+    gpus = sum(int(n["status"].get("allocatable", {}).get(GPU_RESOURCE, 0)) for n in nodes)
+    return f"{'ready' if ready else 'NOT ready'}, {len(nodes)} nodes Ready, {gpus} GPUs"
 
 
 def export_line(env: Mapping[str, str] = os.environ) -> str:
@@ -111,7 +138,7 @@ def status(env: Mapping[str, str] = os.environ) -> int:
         print("dev cluster: not running (start it with `deepmarket dev up`)")
         return 3
     assert state is not None
-    print(f"dev cluster: running at {state['server']}")
+    print(f"dev cluster: running at {state['server']} ({_readiness(state)})")
     for name, pid in state["pids"].items():
         print(f"  {name:<24} pid {pid:<8} rss {processes.rss_kib(pid) / 1024:.0f} MiB")
     print(export_line(env))

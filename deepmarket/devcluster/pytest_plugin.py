@@ -26,6 +26,10 @@ SESSION_GPU_NODES = 2
 GPUS_PER_NODE = 8
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "cluster: needs the local Kubernetes control plane")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if {"cluster", "namespace", "cluster_binaries"} & set(getattr(item, "fixturenames", ())):
