@@ -72,3 +72,11 @@ def test_training_folder_errors_name_the_file(tmp_path):
     (tmp_path / "7" / "notes.txt").write_text("hello")
     with pytest.raises(ValueError, match=r"7/notes\.txt: the uploaded file .* not an image"):
         api.load_labelled_images(tmp_path)
+
+
+def test_weights_that_cannot_be_written_are_a_clear_error(tmp_path, monkeypatch):
+    # Like an empty read-only volume, but deterministic even for root: the parent is a file.
+    (tmp_path / "volume").write_text("not a directory")
+    monkeypatch.setenv("DIGITS_MODEL_DIR", str(tmp_path / "volume" / "weights"))
+    with pytest.raises(RuntimeError, match=r"weights\.json does not exist and .* cannot be"):
+        api.warm()

@@ -69,8 +69,16 @@ def ensure_weights() -> Path:
     if not path.exists():
         features, labels = classifier.bundled_dataset()
         model, metrics = classifier.fit(features, labels, source="scikit-learn digits")
-        store.write_json(path.with_name(store.METRICS_FILE), metrics)
-        store.write_json(path, model.to_json())
+        try:
+            store.write_json(path.with_name(store.METRICS_FILE), metrics)
+            store.write_json(path, model.to_json())
+        except OSError as exc:
+            # e.g. an operator mounted an empty, read-only weights volume: say so at warm-up.
+            raise RuntimeError(
+                f"{path} does not exist and {path.parent} cannot be written "
+                f"({exc.strerror}); mount a directory holding weights.json, or a writable "
+                f"one, at ${store.ENV_VAR}"
+            ) from None
     return path
 
 
