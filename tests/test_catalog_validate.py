@@ -329,6 +329,13 @@ def test_cli_validate_formats(catalog, capsys):
     )
 
 
+def test_github_annotation_for_a_whole_file_has_no_line():
+    from deepmarket.catalog.report import github_line
+
+    problem = Problem("catalog/x/module.yml", None, None, "", "file does not exist")
+    assert github_line(problem) == "::error file=catalog/x/module.yml::file does not exist"
+
+
 def test_github_annotations_escape_what_workflow_commands_reserve():
     from deepmarket.catalog.report import github_line
 
