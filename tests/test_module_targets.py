@@ -44,3 +44,17 @@ def test_pyproject_must_declare_one_entry_point(tmp_path):
     (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\n')
     with pytest.raises(UserError, match=r"declares 0 'deepaas\.v2\.model' entry points"):
         targets.resolve(str(tmp_path), tmp_path, {})
+
+
+def test_serve_refuses_a_busy_port_before_starting_anything(capsys):
+    import socket
+
+    from deepmarket.cli import main
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code = main(["module", "serve", "digits-classifier", "--port", str(port)])
+    assert code == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err

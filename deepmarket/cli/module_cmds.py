@@ -86,6 +86,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         origins = cors.parse_origins(args.cors_origin)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    serve.ensure_port_free(serve.LOOPBACK, args.port)
     target = targets.resolve(args.target, args.root, targets.installed_models())
     return serve.serve(target.model, args.port, origins)
 

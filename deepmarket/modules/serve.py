@@ -54,6 +54,17 @@ def free_port(host: str = LOOPBACK) -> int:
         return int(sock.getsockname()[1])
 
 
+def ensure_port_free(host: str, port: int) -> None:
+    """Fail before a slow warm-up, with a fix, rather than with aiohttp's traceback after it."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise UserError(
+                f"cannot listen on {host}:{port} ({exc.strerror}); pick another --port"
+            ) from None
+
+
 def _die_with_parent() -> None:
     """Linux: the server gets SIGTERM when its parent dies, so it is never orphaned."""
     with contextlib.suppress(OSError, AttributeError):
