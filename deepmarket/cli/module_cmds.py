@@ -121,6 +121,12 @@ def cmd_check(args: argparse.Namespace) -> int:
         if args.format == "text":
             print(f"  {message}", file=sys.stderr, flush=True)
 
+    no_sample = "no sample input: give --module ID (with runtime.check.predict) or --sample FILE"
+    if args.module and sample is None:
+        no_sample = (
+            f"catalog/{args.module}/module.yml has no runtime.check.predict: add a sample "
+            "input there (as catalog/digits-classifier does) or use --sample"
+        )
     checks = checker.run_checks(
         args.url,
         sample=sample,
@@ -129,6 +135,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         train_args=_pairs(args.train_arg, "--train-arg"),
         train_timeout=args.train_timeout,
         progress=progress,
+        no_sample=no_sample,
     )
     render = report.as_json if args.format == "json" else report.as_text
     print(render(args.url, checks))

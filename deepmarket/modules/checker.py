@@ -52,6 +52,7 @@ def run_checks(
     train_args: Mapping[str, str] | None = None,
     train_timeout: float = 600.0,
     progress: Callable[[str], None] = lambda _: None,
+    no_sample: str = "no sample input",
 ) -> list[c.Check]:
     base = url.rstrip("/")
     checks: list[c.Check] = []
@@ -76,13 +77,7 @@ def run_checks(
     else:
         checks.append(c.judge_declared_schema(spec))
         if sample is None:
-            checks.append(
-                _skip(
-                    "predict",
-                    "no sample input: give --module ID (its runtime.check.predict) "
-                    "or --sample FILE",
-                )
-            )
+            checks.append(_skip("predict", no_sample))
         else:
             checks.append(_predict(base, spec, sample, progress))
         if spec.file_fields:
