@@ -41,7 +41,8 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def in_process(pngs: list[bytes], n: int) -> tuple[list[float], float]:
+def in_process_caller():
+    """predict as DEEPaaS calls it: the upload written to a temporary file first."""
     from deepaas.model.v2.wrapper import UploadedFile
     from deepmarket_digits import api
 
@@ -55,25 +56,30 @@ def in_process(pngs: list[bytes], n: int) -> tuple[list[float], float]:
         result = api.predict(data=upload, accept="application/json")
         assert "label" in result
 
-    for i in range(WARMUP):
-        call(pngs[i % len(pngs)])
+    return call
+
+
+def in_process(call, pngs: list[bytes], n: int, offset: int = 0) -> tuple[list[float], float]:
     latencies = []
     started = time.perf_counter()
-    for i in range(n):
+    for i in range(offset, offset + n):
         t0 = time.perf_counter()
         call(pngs[i % len(pngs)])
         latencies.append(time.perf_counter() - t0)
-    return latencies, n / (time.perf_counter() - started)
+    return latencies, time.perf_counter() - started
 
 
-def through_server(port: int, pngs: list[bytes], n: int, clients: int) -> tuple[list[float], float]:
+def through_server(
+    port: int, pngs: list[bytes], n: int, clients: int, offset: int = 0
+) -> tuple[list[float], float]:
+    """n predictions split over `clients` keep-alive connections; (latencies, seconds)."""
     bodies = [dm_http.multipart({}, {"data": ("digit.png", png)}) for png in pngs]
 
-    def worker(count: int, offset: int) -> list[float]:
+    def worker(count: int, start: int) -> list[float]:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         out = []
         for i in range(count):
-            body, kind = bodies[(offset + i) % len(bodies)]
+            body, kind = bodies[(start + i) % len(bodies)]
             t0 = time.perf_counter()
             conn.request("POST", "/v2/models/digits/predict/", body, {"Content-Type": kind})
             answer = conn.getresponse()
@@ -83,14 +89,13 @@ def through_server(port: int, pngs: list[bytes], n: int, clients: int) -> tuple[
         conn.close()
         return out
 
-    worker(WARMUP, 0)
     per_client = n // clients
     started = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
-        results = list(pool.map(worker, [per_client] * clients, range(clients)))
+        starts = [offset + k * per_client for k in range(clients)]
+        results = list(pool.map(worker, [per_client] * clients, starts))
     elapsed = time.perf_counter() - started
-    latencies = [x for r in results for x in r]
-    return latencies, len(latencies) / elapsed
+    return [x for r in results for x in r], elapsed
 
 
 def line(label: str, latencies: list[float], throughput: float) -> str:
@@ -105,23 +110,40 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=500)
     parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (see below)")
     args = parser.parse_args()
 
     pngs = inputs(50)
+    per_round = args.requests // args.rounds
+    local, one = [], []
+    local_s = one_s = 0.0
     with tempfile.TemporaryDirectory() as weights:
         os.environ["DIGITS_MODEL_DIR"] = weights  # same weights for both (seeded pre-training)
-        local, local_tp = in_process(pngs, args.requests)
+        call = in_process_caller()
         port = serve.free_port()
         with Path(os.devnull).open("wb") as quiet:
             process = serve.start_deepaas("digits", port, stdout=quiet)
             try:
                 serve.wait_ready(process, f"http://127.0.0.1:{port}")
-                one, one_tp = through_server(port, pngs, args.requests, 1)
-                many, many_tp = through_server(port, pngs, args.requests, args.clients)
+                in_process(call, pngs, WARMUP)
+                through_server(port, pngs, WARMUP, 1)
+                # Alternate the two ways in rounds, so load from other work on a shared machine
+                # falls on both alike and the ratio stays meaningful.
+                for r in range(args.rounds):
+                    lat, secs = in_process(call, pngs, per_round, r * per_round)
+                    local, local_s = local + lat, local_s + secs
+                    lat, secs = through_server(port, pngs, per_round, 1, r * per_round)
+                    one, one_s = one + lat, one_s + secs
+                many, many_s = through_server(port, pngs, args.requests, args.clients)
             finally:
                 serve.stop(process)
 
-    print(f"predict on {len(pngs)} held-out 32x32 PNG digits, {args.requests} calls each")
+    local_tp, one_tp, many_tp = len(local) / local_s, len(one) / one_s, len(many) / many_s
+    print(
+        f"predict on {len(pngs)} held-out 32x32 PNG digits, {len(local)} calls each way "
+        f"in {args.rounds} interleaved rounds; load average {os.getloadavg()[0]:.1f} "
+        f"on {os.cpu_count()} CPUs"
+    )
     print(line("in-process api.predict", local, local_tp))
     print(line("deepaas-run, 1 client", one, one_tp))
     print(line(f"deepaas-run, {args.clients} clients", many, many_tp))
