@@ -344,24 +344,6 @@ def _expr(key: str, operator: str, *values: str) -> dict:
     return expr
 
 
-def kwok_configuration(pod_parallelism: int = 16) -> dict:
-    """More workers than KWOK's default 4 for playing stages: a simulated pod's cost is one
-    status write, so throughput is bound by apiserver round trips, not CPU."""
-    return {
-        "apiVersion": "config.kwok.x-k8s.io/v1alpha1",
-        "kind": "KwokConfiguration",
-        # A KwokConfiguration document replaces KWOK's defaults wholesale: restate them.
-        "options": {
-            "podPlayStageParallelism": pod_parallelism,
-            "nodePlayStageParallelism": 8,
-            "nodeLeaseParallelism": 4,
-            "podsOnNodeSyncParallelism": 1,
-            "enablePodsOnNodeSyncListPager": True,
-            "enablePodsOnNodeSyncStreamWatch": False,
-        },
-    }
-
-
 def kwok_stages() -> list[dict]:
     ready = '.status.conditions.[] | select( .type == "Ready" ) | .status'
     alive = _expr(".metadata.deletionTimestamp", "DoesNotExist")

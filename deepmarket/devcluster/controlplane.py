@@ -119,7 +119,6 @@ class ControlPlane:
         die_with_parent: bool = True,
         progress: Callable[[str], None] | None = None,
         timeout: float = 120.0,
-        kwok_pod_parallelism: int = 16,
     ) -> None:
         self.binaries = binaries
         self._own_dir = workdir is None
@@ -131,7 +130,6 @@ class ControlPlane:
         self.die_with_parent = die_with_parent
         self.say = progress or (lambda _msg: None)
         self.timeout = timeout
-        self.kwok_pod_parallelism = kwok_pod_parallelism
         self.procs: dict[str, subprocess.Popen] = {}
         self.commands: dict[str, list[str]] = {}
         self.ports: Ports | None = None
@@ -314,11 +312,7 @@ class ControlPlane:
             )
         if self.kwok:
             kwok_config = self.workdir / "kwok.yaml"
-            documents = [
-                config.kwok_configuration(self.kwok_pod_parallelism),
-                *config.kwok_stages(),
-            ]
-            kwok_config.write_text("\n---\n".join(json.dumps(d) for d in documents))
+            kwok_config.write_text("\n---\n".join(json.dumps(s) for s in config.kwok_stages()))
             self._spawn("kwok", config.kwok_args(self.kubeconfig, kwok_config, self.ports))
         if self.nodes:
             self.add_nodes(self.nodes)
