@@ -166,38 +166,52 @@ def register(registry: kopf.OperatorRegistry, ctl: Controller, *, knative: bool)
     r = ctl.reconciler
     dm_ref = (API_GROUP, API_VERSION, "deepmodules")
 
-    @kopf.index(*dm_ref, registry=registry)
+    @kopf.index(*dm_ref, registry=registry, id="dm_idx")
     def dm_idx(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Key, Any]:
         return {(namespace, name): trim(body)}
 
     def child_key(labels: Mapping[str, str], namespace: str) -> Key:
         return (namespace, labels[INSTANCE_LABEL])
 
-    @kopf.index("apps", "v1", "deployments", labels=CHILD_LABELS, registry=registry)
+    @kopf.index(
+        "apps", "v1", "deployments", labels=CHILD_LABELS, registry=registry, id="deployment_idx"
+    )
     def deployment_idx(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> Any:
         return {child_key(labels, namespace): trim(body)}
 
-    @kopf.index("", "v1", "services", labels=CHILD_LABELS, registry=registry)
+    @kopf.index("", "v1", "services", labels=CHILD_LABELS, registry=registry, id="service_idx")
     def service_idx(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> Any:
         return {child_key(labels, namespace): trim(body)}
 
     @kopf.index(
-        "autoscaling", "v2", "horizontalpodautoscalers", labels=CHILD_LABELS, registry=registry
+        "autoscaling",
+        "v2",
+        "horizontalpodautoscalers",
+        labels=CHILD_LABELS,
+        registry=registry,
+        id="hpa_idx",
     )
     def hpa_idx(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> Any:
         return {child_key(labels, namespace): trim(body)}
 
-    @kopf.index("", "v1", "pods", labels=CHILD_LABELS, registry=registry)
+    @kopf.index("", "v1", "pods", labels=CHILD_LABELS, registry=registry, id="pod_idx")
     def pod_idx(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> Any:
         return {child_key(labels, namespace): _pod_summary(body)}
 
     if knative:
 
-        @kopf.index("serving.knative.dev", "v1", "services", labels=CHILD_LABELS, registry=registry)
+        @kopf.index(
+            "serving.knative.dev",
+            "v1",
+            "services",
+            labels=CHILD_LABELS,
+            registry=registry,
+            id="ksvc_idx",
+        )
         def ksvc_idx(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> Any:
             return {child_key(labels, namespace): trim(body)}
 
-    @kopf.on.event(*dm_ref, registry=registry)
+    @kopf.on.event(*dm_ref, registry=registry, id="deepmodule_event")
     async def deepmodule_event(
         type: str | None, namespace: str, name: str, body: kopf.Body, **kwargs: Any
     ) -> None:
@@ -236,7 +250,7 @@ def register(registry: kopf.OperatorRegistry, ctl: Controller, *, knative: bool)
                       registry=registry, id="ksvc_event")(
             child_handler(KNATIVE_API, "Service"))  # fmt: skip
 
-    @kopf.on.event("", "v1", "pods", labels=CHILD_LABELS, registry=registry)
+    @kopf.on.event("", "v1", "pods", labels=CHILD_LABELS, registry=registry, id="pod_event")
     async def pod_event(namespace: str, labels: kopf.Labels, **kwargs: Any) -> None:
         ctl.see(kwargs)
         await ctl.kick(child_key(labels, namespace))

@@ -8,6 +8,7 @@ produce and compare, and deserialising 1,000 Deployments into models would domin
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -50,15 +51,46 @@ def object_path(api_version: str, kind: str, namespace: str, name: str | None = 
     return f"{path}/{quote(name)}" if name else path
 
 
-def make_api_client(kubeconfig: str | None = None, pool_size: int = 16) -> Any:
-    """An ApiClient for the current context: in-cluster when running in a pod, else kubeconfig."""
+def load_configuration(kubeconfig: str | None = None) -> Any:
+    """Client settings for the current context: in-cluster in a pod, else the kubeconfig."""
     from kubernetes import client, config
 
     configuration = client.Configuration()
-    try:
-        config.load_incluster_config(client_configuration=configuration)
-    except config.ConfigException:
-        config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+    if kubeconfig is None:
+        try:
+            config.load_incluster_config(client_configuration=configuration)
+            return configuration
+        except config.ConfigException:
+            pass
+    config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+    return configuration
+
+
+def connection_info(kubeconfig: str | None = None) -> Any:
+    """The same credentials for kopf's own connection (re-read on every login, so rotated
+    ServiceAccount tokens are picked up)."""
+    import kopf
+
+    c = load_configuration(kubeconfig)
+    token = c.api_key.get("BearerToken") or c.api_key.get("authorization")
+    if token and token.lower().startswith("bearer "):
+        token = token[7:]
+    return kopf.ConnectionInfo(
+        server=c.host,
+        ca_path=c.ssl_ca_cert,
+        insecure=not c.verify_ssl,
+        scheme="Bearer" if token else None,
+        token=token,
+        certificate_path=c.cert_file,
+        private_key_path=c.key_file,
+    )
+
+
+def make_api_client(kubeconfig: str | None = None, pool_size: int = 16) -> Any:
+    """An ApiClient for the current context (see `load_configuration`)."""
+    from kubernetes import client
+
+    configuration = load_configuration(kubeconfig)
     configuration.connection_pool_maxsize = pool_size
     api = client.ApiClient(configuration)
     api.user_agent = USER_AGENT
@@ -138,7 +170,11 @@ class Kube:
         body = {
             "apiVersion": "v1",
             "kind": "Event",
-            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            # Named like kubectl's events (<object>.<unique>), so audit logs can tell whose it is.
+            "metadata": {
+                "name": f"{meta['name']}.{uuid.uuid4().hex[:16]}",
+                "namespace": meta["namespace"],
+            },
             "involvedObject": {
                 "apiVersion": involved.get("apiVersion", DEEPMODULE_API),
                 "kind": involved.get("kind", "DeepModule"),

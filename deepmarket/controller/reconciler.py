@@ -42,6 +42,9 @@ def describe(kind: ChildKind) -> str:
     return "KnativeService" if kind[0] == KNATIVE_API else kind[1]
 
 
+PAST = {"apply": "applied", "delete": "deleted"}
+
+
 @dataclass(frozen=True)
 class Write:
     verb: str  # "apply" or "delete"
@@ -149,7 +152,7 @@ class Reconciler:
             try:
                 for write in plan_writes(plan, observed, meta["uid"]):
                     self._execute(write, observed)
-                    outcome.writes.append(f"{write.verb}d {describe(write.kind)}/{name}")
+                    outcome.writes.append(f"{PAST[write.verb]} {describe(write.kind)}/{name}")
             except ApiError as err:
                 if err.transient:
                     raise

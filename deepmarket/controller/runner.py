@@ -24,7 +24,7 @@ import kopf
 
 from deepmarket.catalog.model import Catalog
 from deepmarket.controller.handlers import Controller, register
-from deepmarket.controller.kube import ApiError, Kube, make_api_client
+from deepmarket.controller.kube import ApiError, Kube, connection_info, make_api_client
 from deepmarket.controller.options import Options
 from deepmarket.controller.reconciler import Reconciler
 from deepmarket.errors import UserError
@@ -214,6 +214,11 @@ def run(cfg: RunConfig) -> None:
     ctl = Controller(reconciler, workers=cfg.workers)
     registry = kopf.OperatorRegistry()
     register(registry, ctl, knative=knative)
+
+    @kopf.on.login(registry=registry)
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        return connection_info(cfg.kubeconfig)
+
     settings = kopf.OperatorSettings()
     hardened_settings(settings, cfg.workers)
 

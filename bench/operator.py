@@ -1,0 +1,301 @@
+"""Benchmark: 1,000 DeepModules created at once on the simulated cluster.
+
+Prints: time until every DeepModule has its Deployment and Service, time until all are Ready,
+the operator's throughput, p50/p99 per-object latency (create → children, create → Ready), API
+write calls per new object (from the apiserver audit log, by the operator's user agents), write
+calls during a full resync (a restarted operator re-lists everything), and the operator's peak
+RSS (VmHWM). Goals (issue 6): >= 50 DeepModules/s, <= 4 writes per object, 0 per resync,
+RSS <= 200 MB.
+
+    .venv/bin/python bench/operator.py [--count 1000] [--workers 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from deepmarket.devcluster.binaries import ensure_binaries
+from deepmarket.devcluster.config import NodeSpec
+from deepmarket.devcluster.controlplane import ControlPlane
+
+ROOT = Path(__file__).resolve().parents[1]
+NS = "bench"
+IMAGE = "ghcr.io/example/bench-model:1.0.0"
+OPERATOR_AGENTS = ("deepmarket-operator", "kopf")
+WRITES = {"create", "update", "patch", "delete", "deletecollection"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Watcher(threading.Thread):
+    """Streams one watch and records, per object name, the first time `test(obj)` held."""
+
+    def __init__(self, api, path: str, test) -> None:
+        super().__init__(daemon=True)
+        self.api, self.path, self.test = api, path, test
+        self.seen: dict[str, float] = {}
+
+    def run(self) -> None:
+        while True:
+            method, url, headers, _, _ = self.api.param_serialize(
+                "GET",
+                self.path,
+                query_params=[("watch", "1")],
+                header_params={"Accept": "application/json"},
+                auth_settings=["BearerToken"],
+            )
+            resp = self.api.call_api(method, url, headers, None, _request_timeout=None)
+            buf = b""
+            for chunk in resp.response.stream(1 << 16):
+                buf += chunk
+                *lines, buf = buf.split(b"\n")
+                now = time.monotonic()
+                for line in lines:
+                    if not line.strip():
+                        continue
+                    obj = json.loads(line)["object"]
+                    name = obj.get("metadata", {}).get("name")
+                    if name and name not in self.seen and self.test(obj):
+                        self.seen[name] = now
+
+
+def ready(obj: dict) -> bool:
+    return any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in obj.get("status", {}).get("conditions", [])
+    )
+
+
+class Operator:
+    def __init__(self, cluster: ControlPlane, log: Path, workers: int) -> None:
+        self.cluster, self.log, self.workers = cluster, log, workers
+        self.proc: subprocess.Popen | None = None
+        self.peak_rss_kb = 0
+
+    def start(self) -> None:
+        port = free_port()
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "deepmarket",
+                "controller",
+                "run",
+                "--kubeconfig",
+                str(self.cluster.kubeconfig),
+                "--workers",
+                str(self.workers),
+                "--liveness",
+                f"http://127.0.0.1:{port}/healthz",
+            ],
+            stdout=self.log.open("a"),
+            stderr=subprocess.STDOUT,
+        )
+
+        def up() -> bool:
+            assert self.proc.poll() is None, "operator exited; see " + str(self.log)
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2):
+                    return True
+            except OSError:
+                return False
+
+        self.cluster.wait_for(up, "operator liveness", timeout=120)
+
+    def sample(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    self.peak_rss_kb = max(self.peak_rss_kb, int(line.split()[1]))
+
+    def stop(self) -> None:
+        self.sample()
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def operator_writes(cluster: ControlPlane, mark: int, skip: str = "") -> tuple[int, int]:
+    """(writes excluding Events, Event writes) the operator made since `mark`."""
+    other = events = 0
+    for ev in cluster.audit_events(mark):
+        if ev.get("stage") != "ResponseComplete" or ev.get("verb") not in WRITES:
+            continue
+        if not ev.get("userAgent", "").startswith(OPERATOR_AGENTS):
+            continue
+        ref = ev.get("objectRef", {})
+        if skip and ref.get("name", "").startswith(skip):
+            continue
+        if ref.get("resource") == "events":
+            events += 1
+        else:
+            other += 1
+    return other, events
+
+
+def pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, max(0, math.ceil(q * len(s)) - 1))]
+
+
+def deepmodule(name: str) -> dict:
+    return {
+        "apiVersion": "deepmarket.dev/v1alpha1",
+        "kind": "DeepModule",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {"image": IMAGE, "resources": {"cpu": "10m", "memory": "16Mi"}},
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--count", type=int, default=1000)
+    parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--timeout", type=float, default=900)
+    args = parser.parse_args()
+    n = args.count
+    per_node = 500
+    nodes = [
+        NodeSpec(f"bench-{i}", cpu="1000", memory="4Ti", pods=per_node + 10)
+        for i in range(math.ceil(n / per_node))
+    ]
+    work = Path(tempfile.mkdtemp(prefix="deepmarket-bench-"))
+    print(f"starting the control plane ({len(nodes)} KWOK nodes) …", flush=True)
+    with ControlPlane(
+        binaries=ensure_binaries(), controllers=True, nodes=nodes, audit_log=True
+    ) as cluster:
+        cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "controller" / "crds"))
+        cluster.kubectl(
+            "wait", "--for=condition=Established", "--timeout=60s", "crd/deepmodules.deepmarket.dev"
+        )
+        cluster.request(
+            "POST",
+            "/api/v1/namespaces",
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}},
+        )
+        cluster.wait_for(
+            lambda: (
+                cluster.request("GET", f"/api/v1/namespaces/{NS}/serviceaccounts/default")[0] == 200
+            ),
+            "default service account",
+        )
+        op = Operator(cluster, work / "operator.log", args.workers)
+        op.start()
+        api = cluster.api_client()
+        watchers = {
+            "ready": Watcher(
+                api, f"/apis/deepmarket.dev/v1alpha1/namespaces/{NS}/deepmodules", ready
+            ),
+            "deploy": Watcher(api, f"/apis/apps/v1/namespaces/{NS}/deployments", lambda o: True),
+            "svc": Watcher(api, f"/api/v1/namespaces/{NS}/services", lambda o: True),
+        }
+        for w in watchers.values():
+            w.start()
+        time.sleep(1)  # let the watches open before the first create
+        names = [f"dm-{i:04d}" for i in range(n)]
+        created: dict[str, float] = {}
+        mark = cluster.audit_mark()
+        print(f"creating {n} DeepModules …", flush=True)
+        t0 = time.monotonic()
+
+        def create(name: str) -> None:
+            status, body = cluster.request(
+                "POST",
+                f"/apis/deepmarket.dev/v1alpha1/namespaces/{NS}/deepmodules",
+                deepmodule(name),
+                timeout=60,
+            )
+            assert status == 201, (status, body)
+            created[name] = time.monotonic()
+
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(create, names))
+        t_created = time.monotonic() - t0
+        deadline = time.monotonic() + args.timeout
+        while time.monotonic() < deadline:
+            op.sample()
+            done = sum(1 for x in names if x in watchers["ready"].seen)
+            if done == n:
+                break
+            time.sleep(0.5)
+        else:
+            print(f"timed out: {done}/{n} Ready; log {op.log}")
+            op.stop()
+            return 1
+        time.sleep(3)  # let trailing writes (if any) land in the audit log
+        op.sample()
+        both = {x: max(watchers["deploy"].seen[x], watchers["svc"].seen[x]) for x in names}
+        t_children = max(both.values()) - t0
+        t_ready = max(watchers["ready"].seen[x] for x in names) - t0
+        lat_children = [both[x] - created[x] for x in names]
+        lat_ready = [watchers["ready"].seen[x] - created[x] for x in names]
+        writes, events = operator_writes(cluster, mark)
+
+        print("resync: restarting the operator (it re-lists and reconciles all) …", flush=True)
+        op.stop()
+        mark2 = cluster.audit_mark()
+        t1 = time.monotonic()
+        op.start()
+        sentinel = "zz-sentinel"
+        cluster.request(
+            "POST",
+            f"/apis/deepmarket.dev/v1alpha1/namespaces/{NS}/deepmodules",
+            deepmodule(sentinel),
+        )
+        cluster.wait_for(lambda: sentinel in watchers["ready"].seen, "sentinel Ready", 600)
+        t_resync = time.monotonic() - t1
+        time.sleep(3)
+        op.sample()
+        resync_writes, resync_events = operator_writes(cluster, mark2, skip=sentinel)
+        op.stop()
+
+    print()
+    print(f"DeepModules created:                 {n} in {t_created:.1f} s (16 client threads)")
+    print(f"all children (Deployment+Service):   {t_children:.1f} s after the first create")
+    print(f"all Ready:                           {t_ready:.1f} s after the first create")
+    print(f"throughput (children):               {n / t_children:.1f} DeepModules/s")
+    print(f"throughput (Ready):                  {n / t_ready:.1f} DeepModules/s")
+    print(
+        f"latency create→children p50 / p99:   {pct(lat_children, 0.5):.2f} s / "
+        f"{pct(lat_children, 0.99):.2f} s"
+    )
+    print(
+        f"latency create→Ready    p50 / p99:   {pct(lat_ready, 0.5):.2f} s / "
+        f"{pct(lat_ready, 0.99):.2f} s"
+    )
+    print(
+        f"operator writes per new object:      {writes / n:.2f} "
+        f"(+ {events / n:.2f} Events) — {writes} writes, {events} Events"
+    )
+    print(
+        f"writes during a full resync:         {resync_writes} (+ {resync_events} Events) "
+        f"over {n} DeepModules; restart→sentinel Ready {t_resync:.1f} s"
+    )
+    print(f"operator peak RSS (VmHWM):           {op.peak_rss_kb / 1024:.0f} MB")
+    print(f"(operator log: {op.log}; {os.cpu_count()} CPUs shared with the control plane)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
