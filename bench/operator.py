@@ -88,6 +88,7 @@ class Operator:
         self.cluster, self.log, self.workers = cluster, log, workers
         self.proc: subprocess.Popen | None = None
         self.peak_rss_kb = 0
+        self.cpu_s = 0.0
 
     def start(self) -> None:
         port = free_port()
@@ -121,6 +122,8 @@ class Operator:
 
     def sample(self) -> None:
         if self.proc and self.proc.poll() is None:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            self.cpu_s = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
             for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
                 if line.startswith("VmHWM:"):
                     self.peak_rss_kb = max(self.peak_rss_kb, int(line.split()[1]))
@@ -171,7 +174,7 @@ def deepmodule(name: str) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--count", type=int, default=1000)
-    parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=16)
     parser.add_argument("--timeout", type=float, default=900)
     args = parser.parse_args()
     n = args.count
@@ -251,6 +254,7 @@ def main() -> int:
         lat_children = [both[x] - created[x] for x in names]
         lat_ready = [watchers["ready"].seen[x] - created[x] for x in names]
         writes, events = operator_writes(cluster, mark)
+        cpu_create = op.cpu_s
 
         print("resync: restarting the operator (it re-lists and reconciles all) …", flush=True)
         op.stop()
@@ -292,6 +296,7 @@ def main() -> int:
         f"writes during a full resync:         {resync_writes} (+ {resync_events} Events) "
         f"over {n} DeepModules; restart→sentinel Ready {t_resync:.1f} s"
     )
+    print(f"operator CPU time for the creates:   {cpu_create:.1f} s")
     print(f"operator peak RSS (VmHWM):           {op.peak_rss_kb / 1024:.0f} MB")
     print(f"(operator log: {op.log}; {os.cpu_count()} CPUs shared with the control plane)")
     return 0

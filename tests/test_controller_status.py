@@ -62,6 +62,15 @@ def test_ready_when_every_wanted_replica_is_ready():
     assert all(x["observedGeneration"] == 1 for x in s["conditions"])
 
 
+def test_external_url_follows_the_marketplace_scheme():
+    from deepmarket.controller.builders import external_url
+
+    assert external_url("m", "lab", Options(ingress_base="https://x.org/")) == "https://x.org/m/"
+    templ = Options(ingress_base="https://{id}.{namespace}.models.org")
+    assert external_url("m", "lab", templ) == "https://m.lab.models.org/"
+    assert external_url("m", "lab", Options()) is None
+
+
 def test_before_the_deployment_exists_and_right_after_the_status_is_the_same():
     # So the watch events in between cost no status write.
     assert status_of(dm(), None) == status_of(dm(), {"spec": {"replicas": 1}, "status": {}})

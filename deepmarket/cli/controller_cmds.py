@@ -82,6 +82,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="hold a Lease so that only one of several replicas acts")  # fmt: skip
     p.add_argument("--lease-namespace", default="deepmarket-system",
                    help="namespace of the leader Lease (default: deepmarket-system)")  # fmt: skip
-    p.add_argument("--workers", type=int, default=8, help="parallel reconciles (default 8)")
+    p.add_argument("--workers", type=int, default=16, help="parallel reconciles (default 16)")
     p.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     p.set_defaults(func=cmd_run)

@@ -336,6 +336,13 @@ def internal_url(name: str, namespace: str, options: Options) -> str:
 
 
 def external_url(name: str, namespace: str, options: Options) -> str | None:
-    if not options.ingress_base:
+    """The public URL, by the marketplace's try-it scheme (DEEPMARKET_DEPLOY_BASE_URL):
+    `{id}` (and `{namespace}`) in the base are replaced, else `/<name>/` is appended."""
+    base = (options.ingress_base or "").strip()
+    if not base:
         return None
-    return f"{options.ingress_base.rstrip('/')}/{name}/"
+    if "{id}" in base:
+        url = base.replace("{id}", name).replace("{namespace}", namespace)
+    else:
+        url = f"{base.rstrip('/')}/{name}"
+    return url.rstrip("/") + "/"

@@ -69,7 +69,7 @@ def _pod_summary(body: Mapping[str, Any]) -> dict[str, Any]:
 class Controller:
     """Coalesces kicks per DeepModule, runs reconciles on a bounded thread pool, retries."""
 
-    def __init__(self, reconciler: Reconciler, *, workers: int = 8) -> None:
+    def __init__(self, reconciler: Reconciler, *, workers: int = 16) -> None:
         self.reconciler = reconciler
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="reconcile")
         self.indexes: dict[str, Any] = {}
@@ -133,6 +133,7 @@ class Controller:
         if snap is None:
             return
         loop = asyncio.get_running_loop()
+        started = loop.time()
         try:
             outcome = await loop.run_in_executor(self.pool, self.reconciler.reconcile, *snap)
         except Exception as exc:
@@ -151,7 +152,8 @@ class Controller:
             return
         self.attempts.pop(key, None)
         if outcome.writes:
-            log.info("%s/%s: %s", *key, "; ".join(outcome.writes))
+            took = loop.time() - started
+            log.info("%s/%s: %s (%.0f ms)", *key, "; ".join(outcome.writes), took * 1000)
         if outcome.problem:
             log.info("%s/%s: %s: %s", *key, outcome.problem.reason, outcome.problem.message)
 
@@ -159,6 +161,7 @@ class Controller:
         for handle in list(self.timers):
             handle.cancel()
         self.pool.shutdown(wait=False, cancel_futures=True)
+        self.reconciler.io.shutdown(wait=False, cancel_futures=True)
 
 
 def register(registry: kopf.OperatorRegistry, ctl: Controller, *, knative: bool) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -104,12 +105,16 @@ class Reconciler:
         catalog: Catalog | None = None,
         knative: bool = False,
         clock: Callable[[], str] = now_iso,
+        io_workers: int = 32,
     ) -> None:
         self.kube = kube
         self.options = options
         self.catalog = catalog
         self.knative = knative
         self.clock = clock
+        # Child writes of one reconcile run concurrently, and Events are posted in the
+        # background, so a reconcile costs two round trips (children, then status).
+        self.io = ThreadPoolExecutor(io_workers, thread_name_prefix="kube-io")
         # (apiVersion, kind, namespace, name) → the object as our last write returned it.
         self.written: dict[tuple[str, str, str, str], dict[str, Any]] = {}
 
@@ -149,15 +154,21 @@ class Reconciler:
         except SpecProblem as problem:
             outcome.problem = problem
         if plan is not None:
-            try:
-                for write in plan_writes(plan, observed, meta["uid"]):
-                    self._execute(write, observed)
+            writes = plan_writes(plan, observed, meta["uid"])
+            # Children are independent: write them concurrently (one round trip, not three).
+            futures = [(w, self.io.submit(self._execute, w)) for w in writes]
+            rejected: ApiError | None = None
+            for write, future in futures:
+                try:
+                    observed[write.kind] = future.result()
                     outcome.writes.append(f"{PAST[write.verb]} {describe(write.kind)}/{name}")
-            except ApiError as err:
-                if err.transient:
-                    raise
+                except ApiError as err:
+                    if err.transient:
+                        raise
+                    rejected = err
+            if rejected is not None:
                 # The apiserver refused a child (e.g. a bad podTemplate): report, never crash-loop.
-                outcome.problem = SpecProblem("ApplyRejected", err.message)
+                outcome.problem = SpecProblem("ApplyRejected", rejected.message)
                 plan = None
         status = derive_status(
             dm,
@@ -186,16 +197,16 @@ class Reconciler:
         found = self.kube.get(DEEPMODULE_API, "TrainingRun", meta["namespace"], run)
         return {run: found} if found else {}
 
-    def _execute(self, write: Write, observed: dict[ChildKind, Any]) -> None:
+    def _execute(self, write: Write) -> dict[str, Any] | None:
+        """Perform one write; return the child as it now is (None once deleted)."""
         meta = write.obj["metadata"]
         if write.verb == "apply":
             result = self.kube.apply(write.obj)
             self.remember(result)
-            observed[write.kind] = trim(result)
-        else:
-            self.kube.delete(*write.kind, meta["namespace"], meta["name"], meta["uid"])
-            self.written.pop((*write.kind, meta["namespace"], meta["name"]), None)
-            observed[write.kind] = None
+            return trim(result)
+        self.kube.delete(*write.kind, meta["namespace"], meta["name"], meta["uid"])
+        self.written.pop((*write.kind, meta["namespace"], meta["name"]), None)
+        return None
 
     def _write_status(self, dm: Mapping[str, Any], status: dict[str, Any]) -> None:
         meta = dm["metadata"]
@@ -222,7 +233,10 @@ class Reconciler:
                 self._event(dm, "Warning", cond["reason"], cond["message"])
 
     def _event(self, dm: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+        self.io.submit(self._post_event, dict(dm), type_, reason, message)
+
+    def _post_event(self, dm: dict[str, Any], type_: str, reason: str, message: str) -> None:
         try:
-            self.kube.event(dict(dm), type_, reason, message)
+            self.kube.event(dm, type_, reason, message)
         except ApiError as err:  # an Event is a courtesy; never fail a reconcile for one
             log.warning("could not record event on %s: %s", dm["metadata"]["name"], err)

@@ -45,7 +45,7 @@ class RunConfig:
     liveness: str | None = None  # e.g. http://0.0.0.0:8080/healthz
     leader_elect: bool = False
     lease_namespace: str = "deepmarket-system"
-    workers: int = 8
+    workers: int = 16
 
 
 def hardened_settings(settings: kopf.OperatorSettings, workers: int) -> None:
@@ -196,7 +196,7 @@ async def serve_liveness(url: str, healthy: Any) -> Any:
 
 def run(cfg: RunConfig) -> None:
     """Run the operator until interrupted (blocks)."""
-    api = make_api_client(cfg.kubeconfig, pool_size=cfg.workers * 2)
+    api = make_api_client(cfg.kubeconfig, pool_size=cfg.workers * 3)
     kube = Kube(api)
     try:
         catalog = load_catalog_or_none(cfg.options.catalog)
@@ -210,7 +210,9 @@ def run(cfg: RunConfig) -> None:
         else "none (spec.image only)",
         "yes" if knative else "no (minReplicas 0 runs 1 replica)",
     )
-    reconciler = Reconciler(kube, cfg.options, catalog=catalog, knative=knative)
+    reconciler = Reconciler(
+        kube, cfg.options, catalog=catalog, knative=knative, io_workers=cfg.workers * 2
+    )
     ctl = Controller(reconciler, workers=cfg.workers)
     registry = kopf.OperatorRegistry()
     register(registry, ctl, knative=knative)
