@@ -24,7 +24,7 @@ binaries: venv
 
 run: venv
 	$(BIN)/deepmarket validate
-	$(BIN)/deepmarket list
+	$(BIN)/deepmarket site serve
 
 test: venv system-deps binaries
 	$(BIN)/ruff check .

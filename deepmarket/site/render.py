@@ -14,13 +14,12 @@ import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
-from io import StringIO
 from typing import Any
 from urllib.parse import urlencode
 
 import markdown
 import nh3
-from ruamel.yaml import YAML
+import yaml
 
 from deepmarket.catalog.manifests import deepmodule_manifest, trainingrun_manifest
 from deepmarket.catalog.model import Module
@@ -57,6 +56,7 @@ LINK_LABELS = (
 )
 
 _SAFE_SCHEMES = ("https://", "http://")
+_Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
 def esc(value: object) -> str:
@@ -250,12 +250,9 @@ def marketplace_html(cards: list[str], facet_list: list[Facet]) -> str:
 
 
 def _yaml(data: Any) -> str:
-    yaml = YAML()
-    yaml.default_flow_style = False
-    yaml.indent(mapping=2, sequence=4, offset=2)
-    buf = StringIO()
-    yaml.dump(data, buf)
-    return buf.getvalue()
+    # PyYAML's C emitter (mkdocs already depends on PyYAML): ruamel's pure-Python one took
+    # most of the plugin's time at catalog scale. Manifests are plain data, key order kept.
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=1000)
 
 
 def _fence(lang: str, body: str, title: str = "") -> str:

@@ -158,3 +158,47 @@ def test_site_dir_in_docs_dir_is_not_reused(generated_site):
     # Generated pages are virtual: nothing lands in the repository's docs directory.
     assert not (REPO / "site" / "modules").exists()
     assert not list(Path(REPO / "site").glob("api/*.json"))
+
+
+def test_site_serve_serves_the_marketplace(generated_site, tmp_path):
+    """`deepmarket site serve` (what `make run` ends with) answers with the home page."""
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    log = tmp_path / "serve.log"
+    with log.open("w") as sink:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "deepmarket",
+                "site",
+                "serve",
+                "--port",
+                str(port),
+                "--catalog",
+                str(generated_site.catalog_root),
+            ],
+            cwd=REPO,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert process.poll() is None, log.read_text()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as answer:
+                    home = answer.read().decode()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.3)
+        assert home.count('class="dm-card"') == len(generated_site.modules)
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
