@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -146,3 +147,23 @@ def test_dev_up_twice_status_kubectl_and_down(cluster_binaries, tmp_path):
     assert not kubeconfig.exists()
     stopped = _dev(env, "status")
     assert stopped.returncode == 3 and "not running" in stopped.stdout
+
+
+def test_a_port_taken_between_pick_and_bind_is_retried(cluster_binaries, monkeypatch):
+    from deepmarket.devcluster import controlplane
+
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", 0))
+    squatter.listen()
+    taken = squatter.getsockname()[1]
+    real = controlplane.free_ports
+    picks = iter([[taken, *real(5)]])  # the first pick hands etcd a port someone holds
+    monkeypatch.setattr(controlplane, "free_ports", lambda n: next(picks, None) or real(n))
+    messages: list[str] = []
+    try:
+        with ControlPlane(binaries=cluster_binaries, progress=messages.append) as cp:
+            assert cp.ports is not None and cp.ports.etcd_client != taken
+            assert cp.request("GET", "/readyz")[0] == 200
+    finally:
+        squatter.close()
+    assert any("retrying on new ports" in m for m in messages)

@@ -36,6 +36,7 @@ from deepmarket.devcluster.pki import Pki, write_pki
 from deepmarket.errors import UserError
 
 TEMP_PREFIX = "deepmarket-cp-"
+PORT_ATTEMPTS = 3
 # Stop order: clients of the apiserver first, etcd last.
 ORDER = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 
@@ -265,18 +266,45 @@ class ControlPlane:
         if self._started:
             return self
         self._started = True
-        try:
-            self._start()
-        except BaseException:
-            self.stop()
-            raise
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            try:
+                self._start()
+                return self
+            except ControlPlaneError:
+                # Free ports are picked, then bound by the binaries: another cluster starting
+                # at the same moment can take one in between. Then start over on new ports.
+                if attempt == PORT_ATTEMPTS or not self._port_taken():
+                    self.stop()
+                    raise
+                self.say("a port was taken by another process meanwhile; retrying on new ports")
+                self._reset()
+            except BaseException:
+                self.stop()
+                raise
         return self
+
+    def _port_taken(self) -> bool:
+        logs = self.workdir / "logs"
+        return any(
+            "address already in use" in log.read_text(errors="replace")
+            for log in (logs.glob("*.log") if logs.is_dir() else [])
+        )
+
+    def _reset(self) -> None:
+        own = self._own_dir
+        self._own_dir = False  # keep the dir (and its logs) for the next attempt
+        self.stop()
+        self._own_dir = own
+        for sub in ("etcd", "apiserver-certs", "pki"):
+            shutil.rmtree(self.workdir / sub, ignore_errors=True)
+        self._ssl = None
+        self._local = threading.local()
 
     def _start(self) -> None:
         t0 = time.monotonic()
         if self.binaries is None:
             self.binaries = ensure_binaries(self.say)
-        if self._own_dir:
+        if self._own_dir and self.workdir == Path():
             sweep_orphans(Path(tempfile.gettempdir()))
             self.workdir = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX))
             (self.workdir / "owner.pid").write_text(str(os.getpid()))
@@ -391,9 +419,10 @@ class ControlPlane:
         assert self.binaries is not None
         cmd = [str(self.binaries[name]), *args]
         self.commands[name] = cmd
-        self.procs[name] = processes.spawn(
-            cmd, self.log_path(name), die_with_parent=self.die_with_parent
-        )
+        # The parent-death signal fires when the *thread* that forked exits: only ask for it
+        # from the main thread, or a cluster started in a worker thread would die with it.
+        tie = self.die_with_parent and threading.current_thread() is threading.main_thread()
+        self.procs[name] = processes.spawn(cmd, self.log_path(name), die_with_parent=tie)
 
     def _context(self) -> ssl.SSLContext:
         if self._ssl is None:
