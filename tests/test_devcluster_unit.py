@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -173,3 +174,29 @@ def test_cluster_tests_skip_with_the_reason_and_fail_under_ci(pytester, monkeypa
     else:
         result.assert_outcomes(skipped=1)
         result.stdout.fnmatch_lines(["*Kubernetes binaries unavailable*install Go*"])
+
+
+def test_down_never_signals_a_recycled_pid(tmp_path):
+    """`dev down` stops a recorded PID only while it still runs the recorded binary."""
+    from deepmarket.devcluster import processes
+    from deepmarket.devcluster.controlplane import stop_recorded
+    from deepmarket.devcluster.devenv import running
+
+    stranger = subprocess.Popen(["sleep", "60"])
+    try:
+        state = {
+            "pids": {"etcd": stranger.pid},
+            "commands": {"etcd": [str(tmp_path / "etcd"), "--name=default"]},
+        }
+        assert not running(state)
+        assert stop_recorded(state, grace=1) == []
+        assert processes.alive(stranger.pid)
+        # The same PID recorded with its real command is ours: it is stopped.
+        state["commands"]["etcd"] = processes.cmdline(stranger.pid)
+        assert running(state)
+        assert stop_recorded(state, grace=1) == ["etcd"]
+        assert stranger.wait(timeout=5) is not None
+    finally:
+        if stranger.poll() is None:
+            stranger.kill()
+            stranger.wait()
