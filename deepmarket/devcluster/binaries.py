@@ -284,9 +284,12 @@ def _go() -> str | None:
 def _run_go_build(group: Group, out_dir: Path, progress: Progress) -> None:
     go = _go()
     assert go is not None
-    cmd = [go, "build", "-v", "-ldflags", group.ldflags, "-o", f"{out_dir}/", *group.packages]
+    # -buildvcs=false: the binaries do not depend on this repository's git state.
+    base = [go, "build", "-v", "-buildvcs=false", "-ldflags", group.ldflags]
     if group.packages == (".",):
-        cmd = [go, "build", "-v", "-ldflags", group.ldflags, "-o", str(out_dir / group.names[0])]
+        cmd = [*base, "-o", str(out_dir / group.names[0])]
+    else:
+        cmd = [*base, "-o", f"{out_dir}/", *group.packages]
     started = time.monotonic()
     proc = subprocess.Popen(
         cmd,
