@@ -122,6 +122,13 @@ def test_rollout_in_progress_is_progressing():
     assert c["Progressing"]["status"] == "True"
 
 
+def test_autoscaled_module_waits_for_the_hpa_to_reach_min_replicas():
+    obj = dm({"image": "a/b:1", "autoscaling": {"minReplicas": 2, "maxReplicas": 4}})
+    c = conds(status_of(obj, deployment(ready=1, wanted=1)))
+    assert c["Ready"]["status"] == "False" and c["Ready"]["message"] == "1/2 replicas ready"
+    assert c["Progressing"]["status"] == "True"
+
+
 def test_transition_time_kept_while_status_unchanged():
     first = status_of(dm(), deployment(ready=1), now=T0)
     again = status_of(dm(status=first), deployment(ready=1), now=T1)

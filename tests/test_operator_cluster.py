@@ -72,12 +72,13 @@ def sa_kubeconfig(cluster, path: Path) -> Path:
 class Operator:
     """`deepmarket controller run` as a subprocess, authenticated as its ServiceAccount."""
 
-    def __init__(self, cluster, workdir: Path) -> None:
+    def __init__(self, cluster, workdir: Path, *extra: str, name: str = "operator") -> None:
         self.cluster = cluster
         self.workdir = workdir
-        self.kubeconfig = sa_kubeconfig(cluster, workdir / "operator.kubeconfig")
+        self.extra = extra
+        self.kubeconfig = sa_kubeconfig(cluster, workdir / f"{name}.kubeconfig")
         self.proc: subprocess.Popen | None = None
-        self.log = workdir / "operator.log"
+        self.log = workdir / f"{name}.log"
         self.starts = 0
 
     def start(self) -> None:
@@ -98,6 +99,7 @@ class Operator:
                 str(ROOT),
                 "--liveness",
                 f"http://127.0.0.1:{port}/healthz",
+                *self.extra,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -550,3 +552,44 @@ def test_rbac_operator_least_privilege_and_namespace_users(operator, namespace):
     )
     assert denied.returncode != 0 and "forbidden" in denied.stderr.lower()
     wait_ready(cluster, namespace, "alices")
+
+
+def lease_holder(cluster) -> str | None:
+    lease = get(
+        cluster,
+        "/apis/coordination.k8s.io/v1/namespaces/deepmarket-system/leases/deepmarket-operator",
+    )
+    return (lease or {}).get("spec", {}).get("holderIdentity")
+
+
+def test_leader_election_one_replica_acts_and_a_follower_takes_over(operator, namespace, tmp_path):
+    cluster = operator.cluster
+    operator.stop()  # the standalone operator would act regardless of the lease
+    args = ("--leader-elect", "--lease-duration", "4")
+    a = Operator(cluster, tmp_path, *args, name="a")
+    b = Operator(cluster, tmp_path, *args, name="b")
+    try:
+        a.start()
+        cluster.wait_for(
+            lambda: (lease_holder(cluster) or "").endswith(f"-{a.proc.pid}"),
+            "a holds the lease",
+            timeout=30,
+        )
+        b.start()  # alive (its liveness answers) but waiting
+        apply(cluster, namespace, deepmodule("led", image=IMAGE))
+        wait_ready(cluster, namespace, "led")
+        assert "applied Deployment/led" in a.log.read_text()
+        assert "applied" not in b.log.read_text()
+        a.stop(signal.SIGKILL)  # the leader dies without letting go
+        cluster.wait_for(
+            lambda: (lease_holder(cluster) or "").endswith(f"-{b.proc.pid}"),
+            "b takes the lease over",
+            timeout=30,
+        )
+        apply(cluster, namespace, deepmodule("after", image=IMAGE))
+        wait_ready(cluster, namespace, "after")
+        assert "applied Deployment/after" in b.log.read_text()
+    finally:
+        a.stop()
+        b.stop()
+        operator.start()

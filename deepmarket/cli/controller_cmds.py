@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from pathlib import Path
 
 
@@ -32,6 +33,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     for noisy in ("kopf.objects", "kopf.activities.probe", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if args.lease_duration < 3:
+        raise UsageError("--lease-duration: give at least 3 seconds")
     if args.catalog and not (args.catalog / "modules.yml").is_file():
         raise UsageError(f"--catalog {args.catalog}: no modules.yml there (give the catalog root)")
     try:
@@ -52,6 +55,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             liveness=args.liveness,
             leader_elect=args.leader_elect,
             lease_namespace=args.lease_namespace,
+            lease_duration=args.lease_duration,
             workers=args.workers,
         )
     )
@@ -72,7 +76,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--namespace", "-n", action="append", default=[],
                    help="watch only this namespace (repeatable; default: all)")  # fmt: skip
     p.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
-    p.add_argument("--ingress-base", help="public base URL; sets status.externalURL")
+    p.add_argument("--ingress-base", default=os.environ.get("DEEPMARKET_DEPLOY_BASE_URL"),
+                   help="public base URL ({id} is replaced, else /<name>/ appended); sets "
+                   "status.externalURL (default: $DEEPMARKET_DEPLOY_BASE_URL)")  # fmt: skip
     p.add_argument("--cluster-domain", default="cluster.local", help="for status.url")
     p.add_argument("--toleration", action="append", default=[], metavar="KEY[=VALUE][:EFFECT]",
                    help="add this toleration to every module pod (repeatable)")  # fmt: skip
@@ -82,6 +88,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="hold a Lease so that only one of several replicas acts")  # fmt: skip
     p.add_argument("--lease-namespace", default="deepmarket-system",
                    help="namespace of the leader Lease (default: deepmarket-system)")  # fmt: skip
+    p.add_argument("--lease-duration", type=int, default=30, metavar="SECONDS",
+                   help="how long a silent leader keeps the lease (default 30)")  # fmt: skip
     p.add_argument("--workers", type=int, default=16, help="parallel reconciles (default 16)")
     p.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     p.set_defaults(func=cmd_run)

@@ -33,7 +33,6 @@ log = logging.getLogger("deepmarket.controller")
 
 LEASE_NAME = "deepmarket-operator"
 LEASE_DURATION_S = 30
-RENEW_EVERY_S = 10
 CATALOG_POLL_S = 15.0
 
 
@@ -45,6 +44,7 @@ class RunConfig:
     liveness: str | None = None  # e.g. http://0.0.0.0:8080/healthz
     leader_elect: bool = False
     lease_namespace: str = "deepmarket-system"
+    lease_duration: int = LEASE_DURATION_S
     workers: int = 16
 
 
@@ -101,8 +101,11 @@ async def watch_catalog(ctl: Controller, root: Path) -> None:
 class Lease:
     """A coordination.k8s.io/v1 Lease held by this process (optimistic concurrency on rv)."""
 
-    def __init__(self, kube: Kube, namespace: str, identity: str) -> None:
+    def __init__(
+        self, kube: Kube, namespace: str, identity: str, duration: int = LEASE_DURATION_S
+    ) -> None:
         self.kube, self.namespace, self.identity = kube, namespace, identity
+        self.duration = duration
         self.path = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{LEASE_NAME}"
 
     @staticmethod
@@ -112,7 +115,7 @@ class Lease:
     def try_acquire(self) -> bool:
         spec = {
             "holderIdentity": self.identity,
-            "leaseDurationSeconds": LEASE_DURATION_S,
+            "leaseDurationSeconds": self.duration,
             "renewTime": self._now(),
         }
         try:
@@ -135,7 +138,7 @@ class Lease:
             renewed = held.get("renewTime")
             if renewed:
                 last = datetime.strptime(renewed, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
-                ttl = timedelta(seconds=int(held.get("leaseDurationSeconds") or LEASE_DURATION_S))
+                ttl = timedelta(seconds=int(held.get("leaseDurationSeconds") or self.duration))
                 if datetime.now(UTC) < last + ttl:
                     return False
             spec["acquireTime"] = spec["renewTime"]
@@ -152,22 +155,24 @@ class Lease:
 
 async def _run_elected(cfg: RunConfig, kube: Kube, operate: Any) -> None:
     identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
-    lease = Lease(kube, cfg.lease_namespace, identity)
+    lease = Lease(kube, cfg.lease_namespace, identity, cfg.lease_duration)
+    renew_every = max(1.0, cfg.lease_duration / 3)
+    log.info("leader election: %s waits for lease %s/%s", identity, cfg.lease_namespace, LEASE_NAME)
     while not await asyncio.to_thread(lease.try_acquire):
-        await asyncio.sleep(RENEW_EVERY_S / 2)
+        await asyncio.sleep(renew_every / 2)
     log.info("leader election: %s holds lease %s/%s", identity, cfg.lease_namespace, LEASE_NAME)
     stop = asyncio.Event()
     task = asyncio.create_task(operate(stop))
     last_ok = asyncio.get_running_loop().time()
     while not task.done():
-        await asyncio.sleep(RENEW_EVERY_S)
+        await asyncio.sleep(renew_every)
         try:
             if await asyncio.to_thread(lease.try_acquire):
                 last_ok = asyncio.get_running_loop().time()
                 continue
         except ApiError as err:
             log.warning("leader election: renewing the lease failed: %s", err)
-        if asyncio.get_running_loop().time() - last_ok > LEASE_DURATION_S - RENEW_EVERY_S:
+        if asyncio.get_running_loop().time() - last_ok > cfg.lease_duration - renew_every:
             stop.set()
             await task
             raise UserError("lost the leader lease; exiting so the Deployment restarts this pod")

@@ -103,6 +103,10 @@ def _standard_conditions(
     rt: Runtime, plan: Plan, deployment: Mapping[str, Any] | None, pods: list[Mapping[str, Any]]
 ) -> tuple[list[dict[str, Any]], int, int]:
     wanted, ready, complete = _rollout(deployment, max(rt.scaling.min, 1 if plan else 0))
+    floor = max(1, rt.scaling.min)
+    if rt.scaling.autoscaled and wanted < floor:
+        # The HPA has not raised the count to minReplicas yet: not ready, whatever runs now.
+        wanted, complete = floor, False
     trouble = deployment_trouble(deployment) or pod_trouble(pods)
     counts = f"{ready}/{wanted} replicas ready"
     conditions = []
