@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -184,6 +185,9 @@ def test_down_never_signals_a_recycled_pid(tmp_path):
 
     stranger = subprocess.Popen(["sleep", "60"])
     try:
+        # /proc/PID/cmdline can read empty for a moment after the fork.
+        while not processes.cmdline(stranger.pid):
+            time.sleep(0.01)
         state = {
             "pids": {"etcd": stranger.pid},
             "commands": {"etcd": [str(tmp_path / "etcd"), "--name=default"]},
@@ -192,7 +196,7 @@ def test_down_never_signals_a_recycled_pid(tmp_path):
         assert stop_recorded(state, grace=1) == []
         assert processes.alive(stranger.pid)
         # The same PID recorded with its real command is ours: it is stopped.
-        state["commands"]["etcd"] = processes.cmdline(stranger.pid)
+        state["commands"]["etcd"] = ["sleep", "60"]
         assert running(state)
         assert stop_recorded(state, grace=1) == ["etcd"]
         assert stranger.wait(timeout=5) is not None

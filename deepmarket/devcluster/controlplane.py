@@ -493,8 +493,8 @@ def stop_recorded(state: dict, grace: float = 10.0) -> list[str]:
         if pid is None or not processes.alive(pid):
             continue
         running = processes.cmdline(pid)
-        expected = commands.get(name, [""])[0]
-        if not running or running[0] != expected:
+        expected = (commands.get(name) or [""])[0]
+        if not expected or not running or running[0] != expected:
             print(f"not stopping pid {pid}: it is no longer {name}", file=sys.stderr)
             continue
         processes.terminate(pid, grace=grace)

@@ -51,8 +51,11 @@ def running(state: dict | None) -> bool:
     """Every recorded process still runs the recorded binary."""
     if not state or not state.get("pids"):
         return False
+    commands = state.get("commands", {})
     return all(
-        processes.alive(pid) and processes.cmdline(pid)[:1] == state["commands"].get(name, [""])[:1]
+        processes.alive(pid)
+        and bool(commands.get(name))
+        and processes.cmdline(pid)[:1] == commands[name][:1]
         for name, pid in state["pids"].items()
     )
 
