@@ -277,7 +277,7 @@ class ControlPlane:
                     self.stop()
                     raise
                 self.say("a port was taken by another process meanwhile; retrying on new ports")
-                self._reset()
+                self._reset(attempt)
             except BaseException:
                 self.stop()
                 raise
@@ -290,13 +290,15 @@ class ControlPlane:
             for log in (logs.glob("*.log") if logs.is_dir() else [])
         )
 
-    def _reset(self) -> None:
+    def _reset(self, attempt: int) -> None:
         own = self._own_dir
-        self._own_dir = False  # keep the dir (and its logs) for the next attempt
+        self._own_dir = False  # keep the dir for the next attempt
         self.stop()
         self._own_dir = own
         for sub in ("etcd", "apiserver-certs", "pki"):
             shutil.rmtree(self.workdir / sub, ignore_errors=True)
+        # Keep the failed attempt's logs apart, so the next attempt is judged on its own.
+        (self.workdir / "logs").rename(self.workdir / f"logs-attempt-{attempt}")
         self._ssl = None
         self._local = threading.local()
 
