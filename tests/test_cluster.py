@@ -322,3 +322,36 @@ def test_audit_log_records_write_calls(cluster, namespace):
     events = mine()
     assert [e["verb"] for e in events] == ["create"]  # reads are not logged
     assert events[0]["level"] == "Metadata"
+    assert events[0]["user"]["username"] == "deepmarket-admin"
+
+    # Each component writes under its own name, so a test can tell its writes from theirs.
+    def root_ca_by_controller_manager() -> bool:
+        return any(
+            e["objectRef"].get("namespace") == namespace
+            and e["objectRef"].get("name") == "kube-root-ca.crt"
+            and e["user"]["username"] == "system:kube-controller-manager"
+            for e in cluster.audit_events()
+        )
+
+    cluster.wait_for(root_ca_by_controller_manager, "kube-root-ca.crt by the KCM", timeout=30)
+    pods = f"/api/v1/namespaces/{namespace}/pods"
+    assert cluster.request("POST", pods, _pod("audited"))[0] == 201
+    cluster.wait_for(
+        lambda: _get(cluster, f"{pods}/audited")["status"].get("phase") == "Running",
+        "the pod Running",
+        timeout=60,
+    )
+
+    def pod_writers() -> set[str]:
+        return {
+            e["user"]["username"]
+            for e in cluster.audit_events(mark)
+            if e["objectRef"].get("namespace") == namespace
+            and e["objectRef"].get("name") == "audited"
+            and e["objectRef"].get("resource") == "pods"
+        }
+
+    # The scheduler creates the binding, kwok patches the status.
+    cluster.wait_for(
+        lambda: {"system:kube-scheduler", "kwok"} <= pod_writers(), "their audit events", timeout=10
+    )

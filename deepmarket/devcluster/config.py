@@ -165,7 +165,12 @@ def kwok_args(kubeconfig: Path, config: Path, ports: Ports) -> list[str]:
     ]
 
 
-def kubeconfig(server: str, pki: Pki, name: str = "deepmarket-dev") -> dict:
+def kubeconfig(
+    server: str, pki: Pki, name: str = "deepmarket-dev", component: str | None = None
+) -> dict:
+    """A kubeconfig for the admin, or for `component` with its own client certificate."""
+    cert, key = pki.client(component) if component else (pki.admin_cert, pki.admin_key)
+    user = component or "admin"
     return {
         "apiVersion": "v1",
         "kind": "Config",
@@ -176,15 +181,9 @@ def kubeconfig(server: str, pki: Pki, name: str = "deepmarket-dev") -> dict:
             }
         ],
         "users": [
-            {
-                "name": "admin",
-                "user": {
-                    "client-certificate": str(pki.admin_cert),
-                    "client-key": str(pki.admin_key),
-                },
-            }
+            {"name": user, "user": {"client-certificate": str(cert), "client-key": str(key)}}
         ],
-        "contexts": [{"name": name, "context": {"cluster": name, "user": "admin"}}],
+        "contexts": [{"name": name, "context": {"cluster": name, "user": user}}],
         "current-context": name,
     }
 

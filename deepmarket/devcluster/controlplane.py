@@ -157,7 +157,10 @@ class ControlPlane:
 
     @property
     def audit_log(self) -> Path:
-        """JSON lines, one Metadata-level event per write call (when `audit_log=True`)."""
+        """JSON lines, one Metadata-level event per write call (when `audit_log=True`).
+
+        `user.username` says who wrote: `deepmarket-admin` (this object, `kubeconfig`,
+        `kubectl`), `system:kube-controller-manager`, `system:kube-scheduler` or `kwok`."""
         return self.workdir / "audit.log"
 
     @property
@@ -333,17 +336,23 @@ class ControlPlane:
         if self.controllers:
             self._spawn(
                 "kube-controller-manager",
-                config.controller_manager_args(self.kubeconfig, self.pki, self.ports),
+                config.controller_manager_args(
+                    self._component_kubeconfig("kube-controller-manager"), self.pki, self.ports
+                ),
             )
             sched_config = self.workdir / "scheduler.json"
-            sched_config.write_text(json.dumps(config.scheduler_config(self.kubeconfig)))
+            sched_kubeconfig = self._component_kubeconfig("kube-scheduler")
+            sched_config.write_text(json.dumps(config.scheduler_config(sched_kubeconfig)))
             self._spawn(
-                "kube-scheduler", config.scheduler_args(sched_config, self.kubeconfig, self.ports)
+                "kube-scheduler", config.scheduler_args(sched_config, sched_kubeconfig, self.ports)
             )
         if self.kwok:
             kwok_config = self.workdir / "kwok.yaml"
             kwok_config.write_text("\n---\n".join(json.dumps(s) for s in config.kwok_stages()))
-            self._spawn("kwok", config.kwok_args(self.kubeconfig, kwok_config, self.ports))
+            self._spawn(
+                "kwok",
+                config.kwok_args(self._component_kubeconfig("kwok"), kwok_config, self.ports),
+            )
         if self.nodes:
             self.add_nodes(self.nodes)
         if self.controllers:
@@ -425,6 +434,12 @@ class ControlPlane:
         # from the main thread, or a cluster started in a worker thread would die with it.
         tie = self.die_with_parent and threading.current_thread() is threading.main_thread()
         self.procs[name] = processes.spawn(cmd, self.log_path(name), die_with_parent=tie)
+
+    def _component_kubeconfig(self, component: str) -> Path:
+        assert self.pki is not None
+        path = self.workdir / f"{component}.kubeconfig"
+        path.write_text(json.dumps(config.kubeconfig(self.server, self.pki, component=component)))
+        return path
 
     def _context(self) -> ssl.SSLContext:
         if self._ssl is None:

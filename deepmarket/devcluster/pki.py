@@ -1,5 +1,6 @@
 """The control plane's certificates: a throwaway CA, the apiserver's serving certificate, an
-admin client certificate (group system:masters) and the service-account signing key.
+admin client certificate (group system:masters), one client certificate per component (so the
+audit log tells the controller-manager's writes from yours) and the service-account signing key.
 
 ECDSA P-256 keys: generated in microseconds, accepted by every component."""
 
@@ -16,6 +17,15 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 SERVICE_IP = "10.0.0.1"  # first address of --service-cluster-ip-range
+ADMIN_USER = "deepmarket-admin"
+# Each component's user name, as real clusters name them. They stay in system:masters: a
+# throwaway cluster gains nothing from the per-controller service-account credentials a
+# least-privilege controller-manager would need.
+COMPONENT_USERS = {
+    "kube-controller-manager": "system:kube-controller-manager",
+    "kube-scheduler": "system:kube-scheduler",
+    "kwok": "kwok",
+}
 
 
 @dataclass(frozen=True)
@@ -28,6 +38,11 @@ class Pki:
     admin_key: Path
     sa_key: Path
     sa_pub: Path
+
+    def client(self, component: str) -> tuple[Path, Path]:
+        """(certificate, key) of a component's client identity."""
+        directory = self.ca_cert.parent
+        return directory / f"{component}.crt", directory / f"{component}.key"
 
 
 def _key() -> ec.EllipticCurvePrivateKey:
@@ -130,7 +145,7 @@ def write_pki(directory: Path) -> Pki:
     )
     admin_key = _key()
     admin = _cert(
-        _name("deepmarket-admin", "system:masters"),
+        _name(ADMIN_USER, "system:masters"),
         admin_key,
         ca_name,
         ca_key,
@@ -138,7 +153,20 @@ def write_pki(directory: Path) -> Pki:
     )
     sa_key = _key()
     pem = serialization.Encoding.PEM
+    clients = []
+    for component, user in COMPONENT_USERS.items():
+        key = _key()
+        cert = _cert(
+            _name(user, "system:masters"),
+            key,
+            ca_name,
+            ca_key,
+            usage=[ExtendedKeyUsageOID.CLIENT_AUTH],
+        )
+        cert_path, key_path = pki.client(component)
+        clients += [(cert_path, cert.public_bytes(pem)), (key_path, _pem_key(key))]
     for path, data in (
+        *clients,
         (pki.ca_cert, ca.public_bytes(pem)),
         (pki.ca_key, _pem_key(ca_key)),
         (pki.serving_cert, serving.public_bytes(pem)),
