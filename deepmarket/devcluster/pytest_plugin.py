@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from deepmarket.devcluster.binaries import BinariesUnavailable, ensure_binaries
+from deepmarket.devcluster.binaries import Binaries, BinariesUnavailable, ensure_binaries
 from deepmarket.devcluster.config import cpu_nodes, gpu_nodes
 from deepmarket.devcluster.controlplane import ControlPlane
 
@@ -48,7 +48,7 @@ def _sigterm_as_interrupt() -> None:
 
 
 @pytest.fixture(scope="session")
-def cluster_binaries():  # noqa: ANN201
+def cluster_binaries() -> Binaries:
     try:
         return ensure_binaries()
     except BinariesUnavailable as exc:
@@ -56,7 +56,7 @@ def cluster_binaries():  # noqa: ANN201
 
 
 @pytest.fixture(scope="session")
-def cluster(cluster_binaries) -> Iterator[ControlPlane]:  # noqa: ANN001
+def cluster(cluster_binaries: Binaries) -> Iterator[ControlPlane]:
     _sigterm_as_interrupt()
     cp = ControlPlane(
         binaries=cluster_binaries,
