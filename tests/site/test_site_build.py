@@ -73,8 +73,9 @@ def test_xss_payload_is_inert_in_the_html(generated_site):
     assert not re.search(r"<[^>]+\son[a-z]+=", article)
     assert "javascript:" not in article.lower()
     assert "<iframe" not in article
-    title = html[html.index("<title>") : html.index("</title>")]
-    assert "<script" not in title
+    head = html[: html.index("</head>")]  # <title>, meta description, Open Graph tags
+    assert '<script>alert("title")' not in head
+    assert 'content="XSS &lt;script&gt;alert(&quot;title&quot;)' in head
     home = (generated_site.out / "index.html").read_text()
     assert '<script>alert("title")' not in home and "onerror=\"alert('summary')" not in home
 
