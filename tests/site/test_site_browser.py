@@ -9,8 +9,8 @@ from collections import Counter
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from conftest import ARTIFACTS, XSS_ID
 from ruamel.yaml import YAML
+from sitekit import ARTIFACTS, XSS_ID
 
 from deepmarket.catalog import load_catalog
 from deepmarket.catalog.manifests import deepmodule_manifest, trainingrun_manifest

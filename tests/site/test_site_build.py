@@ -11,8 +11,8 @@ from html import unescape
 from pathlib import Path
 
 import pytest
-from conftest import MKDOCS_YML, REPO, XSS_ID
 from jsonschema import Draft202012Validator
+from sitekit import MKDOCS_YML, REPO, XSS_ID
 
 from deepmarket.errors import UserError
 from deepmarket.site.build import build_site

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ARTIFACTS, MKDOCS_YML, REPO, static_server
+from sitekit import ARTIFACTS, MKDOCS_YML, REPO, static_server
 
 from deepmarket.site.build import build_site
 
