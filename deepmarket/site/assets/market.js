@@ -17,6 +17,11 @@
     const sort = form.querySelector("select[name=sort]");
     const facetKeys = Array.from(form.querySelectorAll(".dm-facet")).map((d) => d.dataset.facet);
     form.hidden = false;
+    // On a phone the filter groups would push the cards off screen: start them folded
+    // (readUrl reopens any group that has a value selected).
+    if (window.matchMedia("(max-width: 44.9375em)").matches) {
+      form.querySelectorAll("details.dm-facet").forEach((d) => (d.open = false));
+    }
 
     function state() {
       const s = { q: text.value.trim(), sort: sort.value, facets: {} };
