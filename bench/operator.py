@@ -27,9 +27,14 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from deepmarket.devcluster import config as cluster_config
 from deepmarket.devcluster.binaries import ensure_binaries
 from deepmarket.devcluster.config import NodeSpec
 from deepmarket.devcluster.controlplane import ControlPlane
+
+# 1,000 ClusterIP Services do not fit the dev cluster's /24 Service range; a /16 keeps the
+# same first address (10.0.0.1, in the apiserver's certificate).
+cluster_config.SERVICE_CIDR = "10.0.0.0/16"
 
 ROOT = Path(__file__).resolve().parents[1]
 NS = "bench"
@@ -53,6 +58,12 @@ class Watcher(threading.Thread):
         self.seen: dict[str, float] = {}
 
     def run(self) -> None:
+        try:
+            self._stream()
+        except Exception:  # the control plane stops under us at the end of the run
+            return
+
+    def _stream(self) -> None:
         while True:
             method, url, headers, _, _ = self.api.param_serialize(
                 "GET",

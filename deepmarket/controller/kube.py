@@ -55,6 +55,8 @@ def load_configuration(kubeconfig: str | None = None) -> Any:
     """Client settings for the current context: in-cluster in a pod, else the kubeconfig."""
     from kubernetes import client, config
 
+    from deepmarket.errors import UserError
+
     configuration = client.Configuration()
     if kubeconfig is None:
         try:
@@ -62,7 +64,14 @@ def load_configuration(kubeconfig: str | None = None) -> Any:
             return configuration
         except config.ConfigException:
             pass
-    config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+    try:
+        config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+    except (config.ConfigException, OSError, ValueError) as err:
+        where = kubeconfig or "$KUBECONFIG or ~/.kube/config"
+        raise UserError(
+            f"no usable Kubernetes credentials in {where}: {err} "
+            "(give --kubeconfig, or run in a pod with a ServiceAccount)"
+        ) from None
     return configuration
 
 

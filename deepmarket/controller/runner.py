@@ -64,6 +64,8 @@ def hardened_settings(settings: kopf.OperatorSettings, workers: int) -> None:
     settings.execution.max_workers = workers
     settings.batching.worker_limit = 200
     settings.scanning.disabled = False
+    # SIGTERM must end the process promptly even when the apiserver is gone (default 10 min).
+    settings.process.ultimate_exiting_timeout = 15
 
 
 def load_catalog_or_none(root: Path | None) -> Catalog | None:
