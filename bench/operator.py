@@ -58,10 +58,11 @@ class Watcher(threading.Thread):
         self.seen: dict[str, float] = {}
 
     def run(self) -> None:
-        try:
-            self._stream()
-        except Exception:  # the control plane stops under us at the end of the run
-            return
+        while True:  # a watch can end (timeouts, the apiserver under load): watch again
+            try:
+                self._stream()
+            except Exception:
+                time.sleep(0.5)
 
     def _stream(self) -> None:
         while True:

@@ -593,3 +593,104 @@ def test_leader_election_one_replica_acts_and_a_follower_takes_over(operator, na
         a.stop()
         b.stop()
         operator.start()
+
+
+KNATIVE_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "services.serving.knative.dev"},
+    "spec": {
+        "group": "serving.knative.dev",
+        "scope": "Namespaced",
+        "names": {
+            "kind": "Service",
+            "plural": "services",
+            "singular": "service",
+            "shortNames": ["ksvc"],
+        },
+        "versions": [
+            {
+                "name": "v1",
+                "served": True,
+                "storage": True,
+                "subresources": {"status": {}},
+                "schema": {
+                    "openAPIV3Schema": {
+                        "type": "object",
+                        "x-kubernetes-preserve-unknown-fields": True,
+                    }
+                },
+            }
+        ],
+    },
+}
+
+
+def test_scale_to_zero_becomes_a_knative_service_where_knative_is_installed(
+    operator, namespace, tmp_path
+):
+    """Knative's Service API only (its controllers cannot run here): the operator must pick the
+    serverless path, and report what the Knative Service reports."""
+    cluster = operator.cluster
+    status, body = cluster.request(
+        "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", KNATIVE_CRD
+    )
+    assert status == 201, body
+    operator.stop()
+    knative_op = Operator(cluster, tmp_path, name="knative")
+    try:
+        cluster.kubectl(
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/services.serving.knative.dev",
+        )
+        knative_op.start()
+        apply(
+            cluster,
+            namespace,
+            deepmodule("lazy", image=IMAGE, autoscaling={"minReplicas": 0, "maxReplicas": 3}),
+        )
+        ksvc_path = f"/apis/serving.knative.dev/v1/namespaces/{namespace}/services/lazy"
+        cluster.wait_for(lambda: get(cluster, ksvc_path) is not None, "Knative Service")
+        ksvc = get(cluster, ksvc_path)
+        annotations = ksvc["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["autoscaling.knative.dev/min-scale"] == "0"
+        assert children(cluster, namespace, "lazy")["deployments"] == []
+        cluster.wait_for(
+            lambda: (
+                condition(dm_of(cluster, namespace, "lazy"), "ScaleToZero").get("reason")
+                == "Knative"
+            ),
+            "ScaleToZero=True",
+        )
+        # Play Knative's controller: mark the Knative Service Ready with its URL.
+        ksvc["status"] = {
+            "url": f"http://lazy.{namespace}.example.org",
+            "conditions": [
+                {"type": "Ready", "status": "True", "lastTransitionTime": "2026-01-01T00:00:00Z"}
+            ],
+        }
+        status, body = cluster.request("PUT", ksvc_path + "/status", ksvc)
+        assert status == 200, body
+        dm = wait_ready(cluster, namespace, "lazy")
+        assert dm["status"]["url"] == f"http://lazy.{namespace}.example.org/"
+        assert dm["status"]["mode"] == "Serverless"
+    finally:
+        knative_op.stop()
+        cluster.request(
+            "DELETE",
+            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/services.serving.knative.dev",
+        )
+        cluster.wait_for(
+            lambda: (
+                get(
+                    cluster,
+                    "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/"
+                    "services.serving.knative.dev",
+                )
+                is None
+            ),
+            "Knative CRD gone",
+        )
+        operator.start()

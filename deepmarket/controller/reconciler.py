@@ -131,7 +131,12 @@ class Reconciler:
             del self.written[key]
 
     def freshest(self, cached: Mapping[str, Any] | None, key: tuple[str, str, str, str]) -> Any:
-        return newest(dict(cached) if cached else None, self.written.get(key))
+        """The newer of the watch cache's copy and our last write's response."""
+        mine = self.written.get(key)
+        if cached and mine and resource_version(dict(cached)) >= resource_version(mine):
+            self.written.pop(key, None)  # the watch caught up: stop holding a second copy
+            return dict(cached)
+        return newest(dict(cached) if cached else None, mine)
 
     # -- one pass -------------------------------------------------------------------------
     def reconcile(

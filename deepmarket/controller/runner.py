@@ -62,7 +62,10 @@ def hardened_settings(settings: kopf.OperatorSettings, workers: int) -> None:
     # We record our own Events; kopf must not turn log lines into Event writes.
     settings.posting.enabled = False
     settings.execution.max_workers = workers
-    settings.batching.worker_limit = 200
+    # No limit on per-object workers: kopf holds every worker at the index barrier until all
+    # objects are indexed, so a limit below the object count deadlocks a restart (found by
+    # bench/operator.py at 1,000 DeepModules with a limit of 200).
+    settings.queueing.worker_limit = None
     settings.scanning.disabled = False
     # SIGTERM must end the process promptly even when the apiserver is gone (default 10 min).
     settings.process.ultimate_exiting_timeout = 15
