@@ -54,7 +54,7 @@ def summary_entry(module: Module, page: str, icon: str | None) -> dict[str, Any]
 
 def index_document(entries: list[dict[str, Any]]) -> dict[str, Any]:
     return {
-        "$schema": SCHEMA_PATH,
+        "$schema": "schema.json",  # relative to api/modules.json
         "version": API_VERSION,
         "count": len(entries),
         "modules": entries,

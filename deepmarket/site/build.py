@@ -79,7 +79,9 @@ def _show_mkdocs_progress() -> None:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(levelname)-7s -  %(message)s"))
         # Our plugin's errors reach the user once, as the CLI's `deepmarket: error:` line.
-        handler.addFilter(lambda r: not str(r.msg).startswith("deepmarket: the catalog"))
+        handler.addFilter(
+            lambda r: r.levelno < logging.ERROR or not str(r.msg).startswith("deepmarket: ")
+        )
         handler._deepmarket = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)

@@ -70,6 +70,12 @@ class DeepMarketPlugin(BasePlugin[DeepMarketConfig]):
             raise PluginError(f"deepmarket: {self.error}") from None
         self.base_url = (self.config.deploy_base_url or os.environ.get(ENV_BASE_URL, "")).strip()
         self.base_url = self.base_url or None
+        if self.base_url and not render.safe_url(self.base_url):
+            self.error = (
+                f"deploy base URL {self.base_url!r} (plugin option deploy_base_url or "
+                f"{ENV_BASE_URL}) must start with http:// or https://"
+            )
+            raise PluginError(f"deepmarket: {self.error}")
         log.info(
             "deepmarket: %d modules from %s%s",
             len(self.catalog),

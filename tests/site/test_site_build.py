@@ -107,6 +107,16 @@ def test_invalid_catalog_fails_the_build_with_the_validators_messages(tmp_path):
     assert not (tmp_path / "public" / "index.html").exists()
 
 
+def test_a_bad_deploy_base_url_is_refused(generated_site, tmp_path):
+    with pytest.raises(UserError, match="must start with http"):
+        build_site(
+            MKDOCS_YML,
+            site_dir=tmp_path / "out",
+            catalog=generated_site.catalog_root,
+            deploy_base_url="models.example.org/{id}",
+        )
+
+
 def test_cli_reports_a_bad_catalog_in_one_line(tmp_path):
     broken = break_a_module(tmp_path)
     result = subprocess.run(
