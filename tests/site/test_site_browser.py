@@ -10,10 +10,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from ruamel.yaml import YAML
-from sitekit import ARTIFACTS, XSS_ID
+from sitekit import ARTIFACTS, MKDOCS_YML, REPO, XSS_ID, static_server
 
 from deepmarket.catalog import load_catalog
 from deepmarket.catalog.manifests import deepmodule_manifest, trainingrun_manifest
+from deepmarket.site.build import build_site
 
 pytestmark = pytest.mark.browser
 
@@ -150,3 +151,33 @@ def test_without_javascript_the_home_page_is_a_list_of_links(browser, site_url, 
         assert page.inner_text("h1") == generated_site.modules[0]["title"]
     finally:
         context.close()
+
+
+@pytest.fixture(scope="module")
+def catalog_site(tmp_path_factory):
+    """The repository's own catalog, built as `make run` shows it."""
+    out = build_site(
+        MKDOCS_YML, site_dir=tmp_path_factory.mktemp("catalog-site"), deploy_base_url=""
+    )
+    with static_server(out) as (url, _):
+        yield url
+
+
+def test_repository_catalog_cards_and_icons(page, catalog_site):
+    catalog = load_catalog(REPO)
+    page.goto(catalog_site)
+    assert visible_ids(page) == [m.id for m in catalog]
+    page.evaluate("window.scrollTo(0, document.body.scrollHeight)")
+    page.wait_for_load_state("networkidle")
+    broken = page.eval_on_selector_all(
+        ".dm-card img.dm-icon",
+        "imgs => imgs.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src)",
+    )
+    assert broken == []
+    with_icon = page.locator(".dm-card img.dm-icon").count()
+    assert with_icon == sum(1 for m in catalog if m.icon is not None)
+    full_screenshot(page, "site-catalog-home.png")
+    first = catalog.modules[0]
+    page.goto(f"{catalog_site}modules/{first.id}/")
+    assert page.inner_text("h1") == first.title
+    full_screenshot(page, "site-catalog-module.png")
