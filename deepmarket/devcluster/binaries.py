@@ -361,8 +361,10 @@ def ensure_binaries(
             return found
         stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         groups = [g for g in build_groups(tools_dir, stamp) if set(g.names) & set(missing)]
+        # Builds only run under the lock: any staging dir left here is from a killed build.
+        for stale in cache.glob(".build-*"):
+            shutil.rmtree(stale, ignore_errors=True)
         staging = cache / f".build-{os.getpid()}"
-        shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
         try:
             for group in groups:
