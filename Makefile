@@ -22,9 +22,10 @@ system-deps:
 binaries: venv
 	$(BIN)/deepmarket dev binaries
 
+# The whole platform on the embedded default: dev cluster + operator + a live module + the
+# marketplace. Ctrl-C stops the demo; `deepmarket dev down` stops the cluster it leaves running.
 run: venv
-	$(BIN)/deepmarket validate
-	$(BIN)/deepmarket site serve
+	$(BIN)/deepmarket demo
 
 test: venv system-deps binaries
 	$(BIN)/ruff check .

@@ -38,3 +38,29 @@ def test_answers_vary_on_origin_and_hop_by_hop_headers_stay_behind():
     assert cors.response_headers("http://evil.example", (PAGE,)) == {"Vary": "Origin"}
     kept = cors.forwardable({"Host": "x", "Connection": "close", "Accept": "image/png"})
     assert kept == {"Accept": "image/png"}
+
+
+def test_path_prefix_is_validated_and_normalised():
+    assert cors.parse_prefix("") == ""
+    assert cors.parse_prefix("/digits-classifier/") == "/digits-classifier"
+    assert cors.parse_prefix("models/digits") == "/models/digits"
+    with pytest.raises(ValueError, match=r"--path-prefix '/a b'"):
+        cors.parse_prefix("/a b")
+    with pytest.raises(ValueError, match="--path-prefix"):
+        cors.parse_prefix("/a//b")
+
+
+def test_prefix_is_stripped_and_requests_outside_it_are_refused():
+    prefix = "/digits-classifier"
+    assert cors.strip_prefix("/digits-classifier/v2/models/", prefix) == "/v2/models/"
+    assert cors.strip_prefix("/digits-classifier", prefix) == "/"
+    assert cors.strip_prefix("/digits-classifier-2/v2/", prefix) is None
+    assert cors.strip_prefix("/v2/", prefix) is None
+    assert cors.strip_prefix("/v2/", "") == "/v2/"
+
+
+def test_redirects_stay_under_the_prefix():
+    assert cors.prefixed_location("/v2/", "/m") == "/m/v2/"
+    assert cors.prefixed_location("http://other/x", "/m") == "http://other/x"
+    assert cors.prefixed_location("//cdn/x", "/m") == "//cdn/x"
+    assert cors.prefixed_location("/v2/", "") == "/v2/"

@@ -8,10 +8,17 @@ import sys
 from collections.abc import Sequence
 
 from deepmarket import __version__
-from deepmarket.cli import catalog_cmds, controller_cmds, dev_cmds, module_cmds, site_cmds
+from deepmarket.cli import (
+    catalog_cmds,
+    controller_cmds,
+    demo_cmds,
+    dev_cmds,
+    module_cmds,
+    site_cmds,
+)
 from deepmarket.errors import UserError
 
-SURFACES = (catalog_cmds, site_cmds, module_cmds, dev_cmds, controller_cmds)
+SURFACES = (catalog_cmds, site_cmds, module_cmds, dev_cmds, controller_cmds, demo_cmds)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -32,6 +32,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="allow browser calls from this origin (scheme://host[:port], or *); repeatable",
     )
     serve.add_argument(
+        "--path-prefix",
+        default="",
+        metavar="PATH",
+        help="answer under this path only, e.g. /digits-classifier (the marketplace's "
+        "<base>/<module-id>/ scheme); the prefix is removed before deepaas-run sees it",
+    )
+    serve.add_argument(
         "--root", type=Path, default=Path(), help="catalog root for a catalog id (default: .)"
     )
     serve.set_defaults(func=cmd_serve)
@@ -84,11 +91,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UsageError(f"--port {args.port}: expected 1-65535")
     try:
         origins = cors.parse_origins(args.cors_origin)
+        prefix = cors.parse_prefix(args.path_prefix)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     serve.ensure_port_free(serve.LOOPBACK, args.port)
     target = targets.resolve(args.target, args.root, targets.installed_models())
-    return serve.serve(target.model, args.port, origins)
+    return serve.serve(target.model, args.port, origins, prefix=prefix)
 
 
 def _pairs(values: list[str], flag: str) -> dict[str, str]:

@@ -31,6 +31,7 @@ HOP_BY_HOP = frozenset(
     }
 )
 _ORIGIN = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]+$")
+_PREFIX = re.compile(r"^(/[A-Za-z0-9._~\-]+)+$")
 
 
 def parse_origins(values: Iterable[str]) -> tuple[str, ...]:
@@ -45,6 +46,40 @@ def parse_origins(values: Iterable[str]) -> tuple[str, ...]:
             )
         origins.append(origin)
     return tuple(origins)
+
+
+def parse_prefix(value: str) -> str:
+    """Validate `--path-prefix`: "" (none) or `/segment[/segment...]`, kept without a final "/".
+
+    The marketplace's try-it scheme puts a module's API at `<base>/<module-id>/`; a prefix lets
+    one local server answer at that path, as an ingress would."""
+    prefix = value.strip().rstrip("/")
+    if prefix and not prefix.startswith("/"):
+        prefix = "/" + prefix
+    if prefix and not _PREFIX.match(prefix):
+        raise ValueError(
+            f"--path-prefix {value!r}: expected a path such as /digits-classifier "
+            "(letters, digits, '.', '_', '~', '-' between slashes)"
+        )
+    return prefix
+
+
+def strip_prefix(path: str, prefix: str) -> str | None:
+    """The backend path for a request path under `prefix`, or None when it lies outside."""
+    if not prefix:
+        return path
+    if path == prefix:
+        return "/"
+    if path.startswith(prefix + "/"):
+        return path[len(prefix) :]
+    return None
+
+
+def prefixed_location(location: str, prefix: str) -> str:
+    """A backend redirect to an absolute path must stay under the prefix the client used."""
+    if prefix and location.startswith("/") and not location.startswith("//"):
+        return prefix + location
+    return location
 
 
 def allowed_origin(origin: str | None, allowed: tuple[str, ...]) -> str | None:
@@ -88,8 +123,11 @@ def forwardable(headers: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in headers.items() if k.lower() not in HOP_BY_HOP}
 
 
-def proxy_app(backend: str, allowed: tuple[str, ...], max_body: int):  # noqa: ANN201
-    """An aiohttp application forwarding every request to `backend` (http://host:port)."""
+def proxy_app(  # noqa: ANN201
+    backend: str, allowed: tuple[str, ...], max_body: int, prefix: str = ""
+):
+    """An aiohttp application forwarding every request to `backend` (http://host:port);
+    with `prefix`, only requests under it, with the prefix taken off."""
     import aiohttp
     from aiohttp import web
 
@@ -112,11 +150,19 @@ def proxy_app(backend: str, allowed: tuple[str, ...], max_body: int):  # noqa: A
                     status=403, text=f"origin {origin} is not allowed by --cors-origin\n"
                 )
             return web.Response(status=204, headers=headers)
+        path = strip_prefix(request.rel_url.raw_path, prefix)
+        if path is None:
+            return web.Response(
+                status=404,
+                text=f"not found: this server answers under {prefix}/ only\n",
+                headers=response_headers(origin, allowed),
+            )
+        query = request.rel_url.raw_query_string
         body = await request.read()
         try:
             async with request.app["session"].request(
                 request.method,
-                backend + request.rel_url.raw_path_qs,
+                backend + path + (f"?{query}" if query else ""),
                 headers=forwardable(request.headers),
                 data=body or None,
                 allow_redirects=False,
@@ -127,6 +173,8 @@ def proxy_app(backend: str, allowed: tuple[str, ...], max_body: int):  # noqa: A
         except aiohttp.ClientError as exc:
             return web.Response(status=502, text=f"deepaas-run did not answer: {exc}\n")
         headers.update(response_headers(origin, allowed))
+        if "Location" in headers:
+            headers["Location"] = prefixed_location(headers["Location"], prefix)
         return web.Response(status=status, body=payload, headers=headers)
 
     app = web.Application(client_max_size=max_body)

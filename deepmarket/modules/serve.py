@@ -127,9 +127,12 @@ def stop(process: subprocess.Popen, timeout: float = 10.0) -> None:
         process.wait()
 
 
-def serve(model: str, port: int, origins: Sequence[str], host: str = LOOPBACK) -> int:
-    """Serve until interrupted. Without origins deepaas-run replaces this process."""
-    if not origins:
+def serve(
+    model: str, port: int, origins: Sequence[str], host: str = LOOPBACK, prefix: str = ""
+) -> int:
+    """Serve until interrupted. Without origins or a path prefix deepaas-run replaces this
+    process; with either, the proxy in front of it adds CORS and/or strips the prefix."""
+    if not origins and not prefix:
         command = deepaas_command(deepaas_run_executable(), model, host, port)
         print(f"deepmarket: exec {' '.join(command)}", file=sys.stderr, flush=True)
         os.execve(command[0], command, {**os.environ, "DEEPAAS_V2_MODEL": model})
@@ -149,13 +152,14 @@ def serve(model: str, port: int, origins: Sequence[str], host: str = LOOPBACK) -
     try:
         wait_ready(process, backend)
         print(
-            f"deepmarket: serving http://{host}:{port}/ for {', '.join(origins)} "
-            f"(CORS proxy -> {backend}); Ctrl-C stops",
+            f"deepmarket: serving http://{host}:{port}{prefix}/ "
+            f"for {', '.join(origins) or 'same-origin callers'} "
+            f"(proxy -> {backend}); Ctrl-C stops",
             file=sys.stderr,
             flush=True,
         )
         web.run_app(
-            proxy_app(backend, tuple(origins), MAX_BODY),
+            proxy_app(backend, tuple(origins), MAX_BODY, prefix),
             host=host,
             port=port,
             print=None,

@@ -1,0 +1,488 @@
+"""`deepmarket demo`: the whole platform on the embedded default, for a new user.
+
+One command walks the path a module takes: the catalog is validated, the local control plane
+(`deepmarket dev`) starts with its simulated GPU and CPU nodes, the operator reconciles a
+`DeepModule` for every `deploy: true` module, the reference digits module is served for real
+on loopback at the marketplace's try-it path, and the marketplace is served with that base URL.
+
+The decisions (which modules, what to apply, how to report status) are pure functions; `Demo`
+is the shell that runs processes and polls. The operator, the module server and the site are
+child processes with logs in `<dev dir>/demo/`; the cluster outlives the demo like
+`deepmarket dev up` does, so a second run starts in seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from deepmarket import API_GROUP, API_VERSION
+from deepmarket.catalog.model import Catalog, Module
+from deepmarket.errors import UserError
+
+Say = Callable[[str], None]
+LOOPBACK = "127.0.0.1"
+TRY_MODULE = "digits-classifier"  # the reference module that really runs (examples/modules/digits)
+STEPS = 5
+
+
+# --- pure decisions ---------------------------------------------------------------------------
+
+
+def deployed(catalog: Catalog) -> list[Module]:
+    """The modules `modules.yml` marks `deploy: true`, in marketplace order."""
+    return [m for m in catalog if m.deploy]
+
+
+def apply_list(modules: Sequence[Module], namespace: str) -> dict[str, Any]:
+    """One `kubectl apply` document: the namespace and a DeepModule per deployed module."""
+    from deepmarket.catalog.manifests import deepmodule_manifest
+
+    items: list[dict[str, Any]] = [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
+    ]
+    items += [deepmodule_manifest(m, namespace=namespace) for m in modules]
+    return {"apiVersion": "v1", "kind": "List", "items": items}
+
+
+def module_base(base_url: str, module_id: str) -> str:
+    """The marketplace's try-it scheme (the site's own function, so the two never differ)."""
+    from deepmarket.site.render import deploy_url
+
+    return deploy_url(base_url, module_id)
+
+
+@dataclass(frozen=True)
+class Row:
+    module: str
+    ready: str  # "True", or "False (Reason)", or "-" before the operator wrote status
+    replicas: str  # "ready/wanted"
+    url: str
+
+    @property
+    def is_ready(self) -> bool:
+        return self.ready == "True"
+
+
+def status_rows(items: Sequence[Mapping[str, Any]]) -> list[Row]:
+    """Summarise DeepModules (as the API returns them) into table rows."""
+    rows = []
+    for item in items:
+        status = item.get("status") or {}
+        ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), None)
+        if ready is None:
+            text = "-"
+        elif ready.get("status") == "True":
+            text = "True"
+        else:
+            text = f"{ready.get('status')} ({ready.get('reason') or 'no reason'})"
+        rows.append(
+            Row(
+                module=item["metadata"]["name"],
+                ready=text,
+                replicas=f"{status.get('readyReplicas') or 0}/{status.get('replicas') or 0}",
+                url=status.get("externalURL") or status.get("url") or "-",
+            )
+        )
+    return rows
+
+
+def settled(row: Row, base_url: str) -> bool:
+    """Ready, and reconciled by this run's operator: a DeepModule left by an earlier demo can
+    be Ready with another run's `externalURL` until the new operator has passed over it."""
+    return row.is_ready and row.url == module_base(base_url, row.module)
+
+
+def not_ready_detail(items: Sequence[Mapping[str, Any]], names: Sequence[str]) -> str:
+    """`name: Reason: message` for every wanted DeepModule that is not Ready (or missing)."""
+    by_name = {i["metadata"]["name"]: i for i in items}
+    parts = []
+    for name in names:
+        item = by_name.get(name)
+        if item is None:
+            parts.append(f"{name}: not found")
+            continue
+        conds = (item.get("status") or {}).get("conditions") or []
+        ready = next((c for c in conds if c.get("type") == "Ready"), None)
+        if ready is None:
+            parts.append(f"{name}: no status yet (is the operator running?)")
+        elif ready.get("status") != "True":
+            parts.append(f"{name}: {ready.get('reason')}: {ready.get('message', '')}".rstrip(": "))
+    return "; ".join(parts)
+
+
+def format_table(rows: Sequence[Row]) -> str:
+    head = ("MODULE", "READY", "REPLICAS", "URL")
+    cells = [head] + [(r.module, r.ready, r.replicas, r.url) for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(head) - 1)]
+    return "\n".join(
+        "  ".join(c[i].ljust(widths[i]) for i in range(len(head) - 1)) + "  " + c[-1] for c in cells
+    )
+
+
+# --- the shell --------------------------------------------------------------------------------
+
+
+@dataclass
+class DemoConfig:
+    root: Path  # repository root: modules.yml, catalog/, controller/, mkdocs.yml
+    site_port: int = 8000  # 0: any free port
+    module_port: int = 5000  # 0: any free port
+    namespace: str = "deepmarket"
+    once: bool = False
+    ready_timeout: float = 180.0
+    serve_timeout: float = 300.0
+    env: Mapping[str, str] = field(default_factory=lambda: os.environ)  # DEEPMARKET_DEV_DIR…
+
+
+def _pick_port(port: int, flag: str) -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((LOOPBACK, port))
+        except OSError as exc:
+            raise UserError(
+                f"cannot listen on {LOOPBACK}:{port} ({exc.strerror}); pick another {flag} "
+                "(0 takes any free port)"
+            ) from None
+        return int(sock.getsockname()[1])
+
+
+def _get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as answer:
+            return answer.status, answer.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+    except OSError:
+        return 0, b""
+
+
+def _tail(path: Path, lines: int = 3) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "(no log)"
+    return " | ".join(text[-lines:]) or "(empty log)"
+
+
+class Demo:
+    def __init__(self, cfg: DemoConfig, say: Say) -> None:
+        self.cfg = cfg
+        self.say = say
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.logs: dict[str, Path] = {}
+        self.step = 0
+
+    # progress -------------------------------------------------------------------------------
+
+    def _step(self, text: str) -> None:
+        self.step += 1
+        self.say(f"[{self.step}/{STEPS}] {text}")
+
+    def _elapsed(self, started: float) -> str:
+        return f"{time.monotonic() - started:.1f}s"
+
+    # child processes ----------------------------------------------------------------------
+
+    def _spawn(self, name: str, args: Sequence[str]) -> subprocess.Popen:
+        from deepmarket.devcluster import processes
+
+        log = self.log_dir / f"{name.split()[0]}.log"
+        log.write_bytes(b"")
+        proc = processes.spawn(
+            [sys.executable, "-m", "deepmarket", *args], log, die_with_parent=True
+        )
+        self.procs[name] = proc
+        self.logs[name] = log
+        self.say(f"    started {name} (pid {proc.pid}, log {log})")
+        return proc
+
+    def _check_alive(self) -> None:
+        for name, proc in self.procs.items():
+            code = proc.poll()
+            if code is not None:
+                raise UserError(
+                    f"the {name} stopped (exit {code}); its log {self.logs[name]} ends: "
+                    f"{_tail(self.logs[name])}"
+                )
+
+    def _wait_http(self, name: str, url: str, timeout: float) -> bytes:
+        deadline = time.monotonic() + timeout
+        while True:
+            self._check_alive()
+            status, body = _get(url)
+            if status == 200:
+                return body
+            if time.monotonic() > deadline:
+                raise UserError(
+                    f"the {name} did not answer {url} within {timeout:.0f}s (last status "
+                    f"{status or 'no answer'}); see {self.logs[name]}"
+                )
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        """Stop our children, newest first (the site, the module, then the operator)."""
+        from deepmarket.devcluster import processes
+
+        for name, proc in reversed(list(self.procs.items())):
+            if proc.poll() is None:
+                self.say(f"    stopping {name} (pid {proc.pid})")
+                # kopf may take its whole exit timeout when the apiserver is slow.
+                processes.terminate(proc.pid, proc, grace=20.0)
+        self.procs.clear()
+
+    # the steps ------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        try:
+            self.bring_up()
+            if self.cfg.once:
+                self.say("demo checks passed; --once: stopping the demo's processes")
+                return 0
+            return self.serve_forever()
+        finally:
+            self.stop()
+            self.say(
+                "the dev cluster keeps running (DeepModules stay in namespace "
+                f"{self.cfg.namespace}); `deepmarket dev down` stops it and deletes its data"
+            )
+
+    def bring_up(self) -> None:
+        from deepmarket.catalog import load_catalog
+        from deepmarket.devcluster import devenv
+        from deepmarket.devcluster.binaries import ensure_binaries
+        from deepmarket.modules import targets
+
+        cfg, root = self.cfg, self.cfg.root
+        env = cfg.env
+        started = time.monotonic()
+
+        # 1. catalog, binaries, cluster
+        self._step(f"validating the catalog in {root}")
+        if not (root / "modules.yml").is_file():
+            raise UserError(f"{root}: no modules.yml; run the demo from the repository root")
+        catalog = load_catalog(root)
+        modules = deployed(catalog)
+        self.say(
+            f"    {len(catalog)} modules valid; deploy: true: "
+            f"{', '.join(m.id for m in modules) or 'none'}"
+        )
+        if catalog.get(TRY_MODULE) is None:
+            raise UserError(f"the catalog has no {TRY_MODULE!r}; the demo serves it for try-it")
+        model = targets.resolve(TRY_MODULE, root, targets.installed_models()).model
+        site_port = _pick_port(cfg.site_port, "--site-port")
+        module_port = _pick_port(cfg.module_port, "--module-port")
+        self.site_url = f"http://{LOOPBACK}:{site_port}"
+        self.base_url = f"http://{LOOPBACK}:{module_port}"
+        self.say("    Kubernetes binaries (a first build from source takes ~15 min; cached after)")
+        binaries = ensure_binaries(lambda m: self.say(f"    {m}"), env=env)
+        self.kubectl = binaries["kubectl"]
+        self.say("    dev cluster (`deepmarket dev up`; already running is fine)")
+        devenv.up(lambda m: self.say(f"    {m}"), env=env)
+        state = devenv.read_state(env)
+        if not devenv.running(state):
+            raise UserError("the dev cluster did not stay up; `deepmarket dev status` says why")
+        self.kubeconfig = devenv.kubeconfig_path(env)
+        self.log_dir = devenv.dev_dir(env) / "demo"
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self._state = state
+
+        # 2. CRDs and the operator
+        self._step("installing the CRDs from controller/crds and starting the operator")
+        self._kubectl(
+            "apply", "--server-side", "--force-conflicts", "-f", str(root / "controller" / "crds")
+        )
+        self._kubectl(
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            f"crd/deepmodules.{API_GROUP}",
+            f"crd/trainingruns.{API_GROUP}",
+        )
+        self._spawn(
+            "operator",
+            [
+                "controller",
+                "run",
+                "--kubeconfig",
+                str(self.kubeconfig),
+                "--catalog",
+                str(root),
+                "--namespace",
+                cfg.namespace,
+                "--ingress-base",
+                self.base_url,
+            ],
+        )
+
+        # 3. DeepModules
+        self._step(f"applying {len(modules)} DeepModules into namespace {cfg.namespace}")
+        self._kubectl(
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "-f",
+            "-",
+            stdin=json.dumps(apply_list(modules, cfg.namespace)),
+        )
+        rows = self.wait_ready([m.id for m in modules])
+        print(format_table(rows), flush=True)
+
+        # 4. the digits module, for real
+        self._step(f"serving {TRY_MODULE} for real at {module_base(self.base_url, TRY_MODULE)}")
+        prefix = "/" + TRY_MODULE
+        self._spawn(
+            "module server",
+            [
+                "module",
+                "serve",
+                TRY_MODULE,
+                "--root",
+                str(root),
+                "--port",
+                str(module_port),
+                "--cors-origin",
+                self.site_url,
+                "--path-prefix",
+                prefix,
+            ],
+        )
+        api = module_base(self.base_url, TRY_MODULE)
+        self._wait_http("module server", api + "v2/models/", cfg.serve_timeout)
+        self.check_module(api, model)
+
+        # 5. the marketplace
+        self._step(f"building and serving the marketplace at {self.site_url}/ (try-it on)")
+        self._spawn(
+            "site",
+            [
+                "site",
+                "serve",
+                "-f",
+                str(root / "mkdocs.yml"),
+                "--catalog",
+                str(root),
+                "--port",
+                str(site_port),
+                "--base-url",
+                self.base_url,
+            ],
+        )
+        page = self._wait_http("site", f"{self.site_url}/modules/{TRY_MODULE}/", cfg.serve_timeout)
+        if api.encode() not in page:
+            raise UserError(
+                f"the marketplace page of {TRY_MODULE} does not call {api}; see {self.logs['site']}"
+            )
+        self.say(f"    marketplace ready; everything up in {self._elapsed(started)}")
+        self.summary()
+
+    def _kubectl(self, *args: str, stdin: str | None = None) -> str:
+        done = subprocess.run(
+            [str(self.kubectl), "--kubeconfig", str(self.kubeconfig), *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if done.returncode != 0:
+            raise UserError(
+                f"kubectl {' '.join(args[:2])} failed: {done.stderr.strip() or done.stdout}"
+            )
+        return done.stdout
+
+    def _deepmodules(self) -> list[dict[str, Any]]:
+        from deepmarket.devcluster.controlplane import admin_context, api_request
+
+        if not hasattr(self, "_ctx"):
+            self._ctx = admin_context(Path(self._state["workdir"]) / "pki")
+        path = f"/apis/{API_GROUP}/{API_VERSION}/namespaces/{self.cfg.namespace}/deepmodules"
+        try:
+            status, body = api_request(self._state["server"], self._ctx, "GET", path)
+        except OSError as exc:
+            raise UserError(f"the dev cluster's apiserver does not answer: {exc}") from None
+        if status != 200:
+            raise UserError(f"listing DeepModules answered {status}: {body}")
+        return list(body.get("items", []))
+
+    def wait_ready(self, names: Sequence[str]) -> list[Row]:
+        """Poll until every wanted DeepModule is Ready, printing each change."""
+        deadline = time.monotonic() + self.cfg.ready_timeout
+        started, last = time.monotonic(), ""
+        wanted = set(names)
+        while True:
+            self._check_alive()
+            items = [i for i in self._deepmodules() if i["metadata"]["name"] in wanted]
+            rows = status_rows(items)
+            ready = sum(settled(r, self.base_url) for r in rows)
+            line = f"    {ready}/{len(wanted)} Ready"
+            if line != last:
+                self.say(f"{line} ({self._elapsed(started)})")
+                last = line
+            if ready == len(wanted):
+                return rows
+            if time.monotonic() > deadline:
+                detail = not_ready_detail(items, sorted(wanted)) or (
+                    "Ready, but the operator has not updated status.externalURL"
+                )
+                raise UserError(
+                    f"DeepModules not Ready after {self.cfg.ready_timeout:.0f}s: "
+                    f"{detail}; operator log: "
+                    f"{self.logs['operator']}"
+                )
+            time.sleep(0.5)
+
+    def check_module(self, api: str, model: str) -> None:
+        """`deepmarket module check` through the served try-it path, with the catalog sample."""
+        from deepmarket.modules import checker, report
+
+        sample, expected = checker.sample_from_catalog(self.cfg.root, TRY_MODULE)
+        checks = checker.run_checks(api, sample=sample, expected_model=expected or model)
+        if not report.passed(checks):
+            raise UserError(
+                f"{TRY_MODULE} at {api} fails `deepmarket module check`:\n"
+                + report.as_text(api, checks)
+            )
+        self.say(f"    `module check` through {api}: {len(checks)} checks passed")
+
+    def summary(self) -> None:
+        api = module_base(self.base_url, TRY_MODULE)
+        lines = [
+            "",
+            "deepmarket demo is up:",
+            f"  marketplace  {self.site_url}/",
+            f"  try it       {self.site_url}/modules/{TRY_MODULE}/",
+            f"  digits API   {api}  (OpenAPI spec: {api}swagger.json)",
+            f"  cluster      export KUBECONFIG={self.kubeconfig}",
+            f"               {self.kubectl} get deepmodules -n {self.cfg.namespace}",
+            f"  logs         {self.log_dir}/",
+            "Pods on the simulated (KWOK) nodes only pretend to run; "
+            f"{TRY_MODULE} also runs for real above.",
+        ]
+        print("\n".join(lines), flush=True)
+
+    def serve_forever(self) -> int:
+        self.say(
+            "Ctrl-C (or SIGTERM) stops the operator, the module server and the site; "
+            "the cluster keeps running"
+        )
+        try:
+            while True:
+                self._check_alive()
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            self.say("stopping the demo")
+            return 0
+
+
+def run(cfg: DemoConfig, say: Say) -> int:
+    return Demo(cfg, say).run()
