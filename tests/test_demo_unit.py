@@ -1,0 +1,96 @@
+"""The demo's decisions (pure functions) and its CLI's usage errors."""
+
+from pathlib import Path
+
+import pytest
+
+from deepmarket import demo
+from deepmarket.catalog import load_catalog
+from deepmarket.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+BASE = "http://127.0.0.1:5000"
+
+
+def _dm(name, ready=None, reason=None, url=None, replicas=(1, 1), message=""):
+    status = {}
+    if ready is not None:
+        status = {
+            "replicas": replicas[1],
+            "readyReplicas": replicas[0],
+            "conditions": [
+                {"type": "Ready", "status": ready, "reason": reason, "message": message}
+            ],
+        }
+        if url:
+            status["externalURL"] = url
+    return {"metadata": {"name": name}, "status": status}
+
+
+def test_deploys_exactly_the_modules_marked_deploy_true_in_order():
+    catalog = load_catalog(ROOT)
+    wanted = [m.id for m in catalog if m.deploy]
+    assert [m.id for m in demo.deployed(catalog)] == wanted
+    assert demo.TRY_MODULE in wanted
+    doc = demo.apply_list(demo.deployed(catalog), "deepmarket")
+    assert doc["items"][0] == {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": "deepmarket"},
+    }
+    dms = doc["items"][1:]
+    assert [d["metadata"]["name"] for d in dms] == wanted
+    assert {d["kind"] for d in dms} == {"DeepModule"}
+    assert {d["metadata"]["namespace"] for d in dms} == {"deepmarket"}
+
+
+def test_module_base_follows_the_try_it_scheme():
+    assert demo.module_base(BASE, "digits") == f"{BASE}/digits/"
+    assert demo.module_base(BASE + "/", "digits") == f"{BASE}/digits/"
+    assert demo.module_base("http://{id}.localhost:5000", "d") == "http://d.localhost:5000/"
+
+
+def test_rows_summarise_status_and_only_this_runs_url_counts_as_settled():
+    rows = demo.status_rows(
+        [
+            _dm("a", "True", "Available", f"{BASE}/a/"),
+            _dm("b", "False", "Unschedulable", replicas=(0, 1)),
+            _dm("c"),
+            _dm("d", "True", "Available", "http://127.0.0.1:1/d/"),  # an earlier run's status
+        ]
+    )
+    assert [(r.module, r.ready, r.replicas) for r in rows] == [
+        ("a", "True", "1/1"),
+        ("b", "False (Unschedulable)", "0/1"),
+        ("c", "-", "0/0"),
+        ("d", "True", "1/1"),
+    ]
+    assert [demo.settled(r, BASE) for r in rows] == [True, False, False, False]
+    table = demo.format_table(rows).splitlines()
+    assert table[0].split() == ["MODULE", "READY", "REPLICAS", "URL"]
+    assert table[1].index("True") == table[0].index("READY")
+
+
+def test_not_ready_detail_names_each_module_and_why():
+    items = [
+        _dm("a", "True", "Available", f"{BASE}/a/"),
+        _dm("b", "False", "Unschedulable", message="Insufficient nvidia.com/gpu"),
+        _dm("c"),
+    ]
+    detail = demo.not_ready_detail(items, ["a", "b", "c", "d"])
+    assert detail == (
+        "b: Unschedulable: Insufficient nvidia.com/gpu; "
+        "c: no status yet (is the operator running?); d: not found"
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--site-port", "70000"], "--site-port 70000: expected 0-65535"),
+        (["--site-port", "5000", "--module-port", "5000"], "must differ"),
+    ],
+)
+def test_bad_ports_are_usage_errors(capsys, args, message):
+    assert main(["demo", *args]) == 2
+    assert message in capsys.readouterr().err
