@@ -74,7 +74,7 @@ def test_new_creates_a_valid_entry_and_refuses_existing_or_invalid_ids(tmp_path,
     (tmp_path / "catalog" / "stray").mkdir()
     assert main(["new", "stray", "--root", str(tmp_path)]) == 1
     assert "already exists" in capsys.readouterr().err
-    for bad in ("My-Module", "x-", "x" * 64, "a_b"):
+    for bad in ("My-Module", "x-", "x" * 64, "a_b", "3d-pose"):
         assert main(["new", bad, "--root", str(tmp_path)]) == 2
         assert "invalid module id" in capsys.readouterr().err
     assert (tmp_path / "modules.yml").read_text() == after

@@ -185,8 +185,8 @@ def test_down_never_signals_a_recycled_pid(tmp_path):
 
     stranger = subprocess.Popen(["sleep", "60"])
     try:
-        # /proc/PID/cmdline can read empty for a moment after the fork.
-        while not processes.cmdline(stranger.pid):
+        # Between fork and exec /proc/PID/cmdline reads empty, then the parent's (Python's).
+        while processes.cmdline(stranger.pid)[:1] != ["sleep"]:
             time.sleep(0.01)
         state = {
             "pids": {"etcd": stranger.pid},

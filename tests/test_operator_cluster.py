@@ -355,13 +355,17 @@ def test_gpu_request_larger_than_any_node_says_why(operator, namespace):
     ready, degraded = condition(dm, "Ready"), condition(dm, "Degraded")
     assert ready["status"] == "False" and "nvidia.com/gpu" in ready["message"]
     assert degraded["status"] == "True" and degraded["reason"] == "Unschedulable"
-    events = get(cluster, f"/api/v1/namespaces/{namespace}/events")["items"]
-    assert any(
-        e["involvedObject"]["name"] == "huge"
-        and e["type"] == "Warning"
-        and e["reason"] == "Unschedulable"
-        for e in events
-    )
+
+    def warned() -> bool:  # the operator posts Events in the background, after the status
+        events = get(cluster, f"/api/v1/namespaces/{namespace}/events")["items"]
+        return any(
+            e["involvedObject"]["name"] == "huge"
+            and e["type"] == "Warning"
+            and e["reason"] == "Unschedulable"
+            for e in events
+        )
+
+    cluster.wait_for(warned, "a Warning Event Unschedulable on the DeepModule", timeout=60)
 
 
 def test_unknown_catalog_module_is_reported_not_crashed(operator, namespace):

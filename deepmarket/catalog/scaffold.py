@@ -12,7 +12,7 @@ from typing import Any
 
 from deepmarket.errors import UsageError, UserError
 
-ID_PATTERN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+ID_PATTERN = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
 MODULE_TEMPLATE = """\
 # Metadata of the {id} module. Every field marked TODO holds a placeholder that
@@ -55,8 +55,9 @@ def check_new_id(module_id: str) -> None:
     """Refuse ids that cannot name a directory and a Kubernetes object (usage error)."""
     if len(module_id) > 63 or not ID_PATTERN.match(module_id):
         raise UsageError(
-            f"invalid module id {module_id!r}: use a DNS-1123 label (lowercase letters, digits "
-            "and '-', starting and ending with a letter or digit, at most 63 characters)"
+            f"invalid module id {module_id!r}: use a DNS-1035 label (lowercase letters, digits "
+            "and '-', starting with a letter, ending with a letter or digit, at most 63 "
+            "characters): it also names the module's Kubernetes Service"
         )
 
 

@@ -41,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "new",
         help="scaffold catalog/<id>/ (module.yml, README.md) and append the id to modules.yml",
     )
-    p.add_argument("id", help="module id: a DNS-1123 label, e.g. plant-classification")
+    p.add_argument("id", help="module id: a DNS-1035 label, e.g. plant-classification")
     p.add_argument("--root", type=Path, default=Path(), help="catalog root (default: .)")
     p.set_defaults(func=cmd_new)
 

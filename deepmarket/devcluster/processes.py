@@ -47,7 +47,9 @@ def alive(pid: int) -> bool:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    # "PID (comm) STATE ...": comm may hold spaces or parentheses, so split at the last ")".
+    _, _, rest = stat.rpartition(")")
+    return rest.split()[:1] != ["Z"]
 
 
 def cmdline(pid: int) -> list[str]:
