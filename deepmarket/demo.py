@@ -42,13 +42,15 @@ def deployed(catalog: Catalog) -> list[Module]:
     return [m for m in catalog if m.deploy]
 
 
+def namespace_manifest(namespace: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
+
+
 def apply_list(modules: Sequence[Module], namespace: str) -> dict[str, Any]:
     """One `kubectl apply` document: the namespace and a DeepModule per deployed module."""
     from deepmarket.catalog.manifests import deepmodule_manifest
 
-    items: list[dict[str, Any]] = [
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
-    ]
+    items: list[dict[str, Any]] = [namespace_manifest(namespace)]
     items += [deepmodule_manifest(m, namespace=namespace) for m in modules]
     return {"apiVersion": "v1", "kind": "List", "items": items}
 
@@ -198,7 +200,8 @@ class Demo:
         from deepmarket.devcluster import processes
 
         log = self.log_dir / f"{name.split()[0]}.log"
-        log.write_bytes(b"")
+        with log.open("a") as out:  # appended: an earlier run's failure stays readable
+            out.write(f"--- deepmarket demo, {time.strftime('%Y-%m-%d %H:%M:%S')} ---\n")
         proc = processes.spawn(
             [sys.executable, "-m", "deepmarket", *args], log, die_with_parent=True
         )
@@ -309,6 +312,13 @@ class Demo:
             f"crd/deepmodules.{API_GROUP}",
             f"crd/trainingruns.{API_GROUP}",
         )
+        # kopf, watching one namespace, lists namespaces and served resources once at start
+        # and ignores what its watches' initial listings show: a namespace or CRD that appears
+        # in between is never served. So both exist, and are discoverable, before it starts.
+        self._kubectl(
+            "apply", "--server-side", "-f", "-", stdin=json.dumps(namespace_manifest(cfg.namespace))
+        )
+        self.wait_discoverable()
         self._spawn(
             "operator",
             [
@@ -400,19 +410,48 @@ class Demo:
             )
         return done.stdout
 
-    def _deepmodules(self) -> list[dict[str, Any]]:
-        from deepmarket.devcluster.controlplane import admin_context, api_request
+    def _context(self) -> Any:
+        from deepmarket.devcluster.controlplane import admin_context
 
         if not hasattr(self, "_ctx"):
             self._ctx = admin_context(Path(self._state["workdir"]) / "pki")
+        return self._ctx
+
+    def _deepmodules(self) -> list[dict[str, Any]]:
+        from deepmarket.devcluster.controlplane import api_request
+
         path = f"/apis/{API_GROUP}/{API_VERSION}/namespaces/{self.cfg.namespace}/deepmodules"
         try:
-            status, body = api_request(self._state["server"], self._ctx, "GET", path)
+            status, body = api_request(self._state["server"], self._context(), "GET", path)
         except OSError as exc:
             raise UserError(f"the dev cluster's apiserver does not answer: {exc}") from None
         if status != 200:
             raise UserError(f"listing DeepModules answered {status}: {body}")
         return list(body.get("items", []))
+
+    def wait_discoverable(self, timeout: float = 60.0) -> None:
+        """Wait until API discovery lists DeepModules (it lags a CRD's Established) and their
+        storage answers (a fresh CRD's list answers 429 "storage is (re)initializing" a while,
+        and kopf gives a watch up after a few such retries)."""
+        from deepmarket.devcluster.controlplane import api_request
+
+        deadline = time.monotonic() + timeout
+        group = f"/apis/{API_GROUP}/{API_VERSION}"
+        while True:
+            server, ctx = self._state["server"], self._context()
+            status, body = api_request(server, ctx, "GET", group)
+            names = {r.get("name") for r in body.get("resources", [])} if status == 200 else set()
+            if "deepmodules" in names:
+                status, _ = api_request(server, ctx, "GET", f"{group}/deepmodules?limit=1")
+                if status == 200:
+                    return
+            if time.monotonic() > deadline:
+                raise UserError(
+                    f"the apiserver does not serve deepmodules.{API_GROUP}/{API_VERSION} "
+                    f"{timeout:.0f}s after the CRD was installed; see "
+                    f"{Path(self._state['workdir']) / 'logs'}"
+                )
+            time.sleep(0.2)
 
     def wait_ready(self, names: Sequence[str]) -> list[Row]:
         """Poll until every wanted DeepModule is Ready, printing each change."""
@@ -436,8 +475,8 @@ class Demo:
                 )
                 raise UserError(
                     f"DeepModules not Ready after {self.cfg.ready_timeout:.0f}s: "
-                    f"{detail}; operator log: "
-                    f"{self.logs['operator']}"
+                    f"{detail}; the operator's log {self.logs['operator']} ends: "
+                    f"{_tail(self.logs['operator'])}"
                 )
             time.sleep(0.5)
 

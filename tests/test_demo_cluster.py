@@ -2,8 +2,8 @@
 
 `$DEEPMARKET_DEV_DIR` points the demo at a temp dir, so a dev cluster someone else runs is
 never touched; the fixture's teardown runs `deepmarket dev down` there. The first test runs
-`--once` (everything up, self-checked, then stopped); the second runs the demo as a user does,
-checks from outside what it serves, and stops it with SIGTERM.
+`--once` (everything up, self-checked, then stopped); the others run the demo as a user does,
+check from outside what it serves (the try-it form in Chromium too), and stop it with SIGTERM.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,6 +32,9 @@ pytestmark = [pytest.mark.cluster, pytest.mark.deepaas]
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = [sys.executable, "-m", "deepmarket", "demo", "--site-port", "0", "--module-port", "0"]
 SAMPLE = ROOT / "catalog" / "digits-classifier" / "samples" / "seven.png"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -94,53 +98,99 @@ def _read_until_up(proc: subprocess.Popen, timeout: float) -> dict[str, str]:
         match = re.match(r"\s+(marketplace|digits API|logs)\s+(\S+)", line)
         if match:
             seen[match.group(1)] = match.group(2)
-        if line.startswith(("export KUBECONFIG=", "  cluster      export KUBECONFIG=")):
+        if "export KUBECONFIG=" in line:
             seen["kubeconfig"] = line.split("=", 1)[1].strip()
     return seen
 
 
-def test_demo_serves_try_it_and_stops_cleanly_on_sigterm(dev_env, cluster_binaries, tmp_path):
-    log = tmp_path / "demo.err"
-    with log.open("w") as err:
-        proc = subprocess.Popen(
-            DEMO, env=dev_env, cwd=ROOT, stdout=subprocess.PIPE, stderr=err, text=True
-        )
+class Running:
+    """`deepmarket demo` as a user runs it, and what its summary says."""
+
+    def __init__(self, env: dict[str, str], err_log: Path) -> None:
+        self.err_log = err_log
+        with err_log.open("w") as err:
+            self.proc = subprocess.Popen(
+                DEMO, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=err, text=True
+            )
+        up = _read_until_up(self.proc, timeout=600)
+        self.site, self.api, self.kubeconfig = up["marketplace"], up["digits API"], up["kubeconfig"]
+        self.origin = self.site.rstrip("/")
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=120)
+
+
+@pytest.fixture(scope="module")
+def running(dev_env, tmp_path_factory) -> Iterator[Running]:
+    demo = Running(dev_env, tmp_path_factory.mktemp("demo-run") / "demo.err")
     try:
-        up = _read_until_up(proc, timeout=600)
-        site, api = up["marketplace"], up["digits API"]
-        origin = site.rstrip("/")
-
-        # Every deploy: true module is a Ready DeepModule in the demo's cluster.
-        ready = _ready_deepmodules(cluster_binaries["kubectl"], up["kubeconfig"])
-        assert {name for name, status in ready.items() if status == "True"} == _deploy_true()
-
-        # The marketplace's digits page carries the try-it base URL of the live module.
-        with urllib.request.urlopen(f"{site}modules/digits-classifier/", timeout=30) as page:
-            assert api in page.read().decode()
-
-        # A browser-style predict through the served try-it path answers, with CORS.
-        body, kind = http.multipart({}, {"data": SAMPLE})
-        answer = http.request(
-            "POST",
-            f"{api}v2/models/digits/predict/",
-            body=body,
-            headers={"Content-Type": kind, "Accept": "application/json", "Origin": origin},
-            timeout=60,
-        )
-        assert answer.status == 200, answer.text()
-        assert answer.json()["label"] == 7
-        assert answer.headers["Access-Control-Allow-Origin"] == origin
-        # Only the module's own path is served.
-        outside = http.request("GET", api.rsplit("/digits-classifier/", 1)[0] + "/v2/")
-        assert outside.status == 404
+        yield demo
     finally:
-        proc.send_signal(signal.SIGTERM)
-        code = proc.wait(timeout=120)
-    assert code == 0, log.read_text()[-3000:]
-    stopped = log.read_text()
+        demo.stop()
+
+
+def test_deploy_true_modules_are_ready_and_the_page_calls_the_live_module(
+    running, cluster_binaries
+):
+    ready = _ready_deepmodules(cluster_binaries["kubectl"], running.kubeconfig)
+    assert {name for name, status in ready.items() if status == "True"} == _deploy_true()
+    with urllib.request.urlopen(f"{running.site}modules/digits-classifier/", timeout=30) as page:
+        assert running.api in page.read().decode()
+
+
+def test_predict_answers_through_the_try_it_path_with_cors(running):
+    body, kind = http.multipart({}, {"data": SAMPLE})
+    headers = {"Content-Type": kind, "Accept": "application/json", "Origin": running.origin}
+    answer = http.request(
+        "POST", f"{running.api}v2/models/digits/predict/", body=body, headers=headers, timeout=60
+    )
+    assert answer.status == 200, answer.text()
+    assert answer.json()["label"] == 7
+    assert answer.headers["Access-Control-Allow-Origin"] == running.origin
+    # Only the module's own path is served.
+    outside = http.request("GET", running.api.rsplit("/digits-classifier/", 1)[0] + "/v2/")
+    assert outside.status == 404
+
+
+@pytest.mark.browser
+def test_try_it_form_predicts_in_chromium(running):
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.skip(f"{CHROMIUM} is missing: run scripts/install-system-deps.sh")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("playwright is not installed: pip install -e '.[test]'")
+    errors: list[Any] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(f"{running.site}modules/digits-classifier/")
+            page.wait_for_selector("form.dm-try", timeout=60_000)
+            page.set_input_files("form.dm-try input[name=data]", str(SAMPLE))
+            page.select_option("form.dm-try select[name=accept]", "application/json")
+            page.click("form.dm-try button[type=submit]")
+            code = page.wait_for_selector(".dm-try__result pre code", timeout=60_000)
+            assert json.loads(code.inner_text())["label"] == 7
+            assert "HTTP 200" in page.inner_text(".dm-try__result .dm-try__status")
+            (ROOT / "artifacts").mkdir(exist_ok=True)
+            page.screenshot(path=str(ROOT / "artifacts" / "demo-tryit.png"), full_page=True)
+        finally:
+            browser.close()
+    assert not errors, f"JavaScript errors: {errors}"
+
+
+def test_sigterm_stops_the_operator_module_and_site(running):
+    code = running.stop()
+    said = running.err_log.read_text()
+    assert code == 0, said[-3000:]
     for name in ("site", "module server", "operator"):
-        assert f"stopping {name}" in stopped
+        assert f"stopping {name}" in said
+    assert "deepmarket dev down" in said
     # Its servers are gone: nothing answers on their ports any more.
-    for url in (site, api + "v2/"):
+    for url in (running.site, running.api + "v2/"):
         with pytest.raises(urllib.error.URLError):
             urllib.request.urlopen(url, timeout=5)
