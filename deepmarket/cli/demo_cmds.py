@@ -72,9 +72,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
         raise UsageError("--site-port and --module-port must differ")
 
     def interrupted(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt  # SIGTERM stops the demo the way Ctrl-C does
+        raise KeyboardInterrupt
 
+    # SIGTERM stops the demo the way Ctrl-C does; SIGINT is set too because a shell that
+    # starts a command in the background (`make run &`) leaves it ignored.
     signal.signal(signal.SIGTERM, interrupted)
+    signal.signal(signal.SIGINT, interrupted)
     cfg = DemoConfig(
         root=args.root.resolve(),
         site_port=args.site_port,
