@@ -64,3 +64,58 @@ def test_redirects_stay_under_the_prefix():
     assert cors.prefixed_location("http://other/x", "/m") == "http://other/x"
     assert cors.prefixed_location("//cdn/x", "/m") == "//cdn/x"
     assert cors.prefixed_location("/v2/", "") == "/v2/"
+
+
+def test_proxy_serves_only_under_its_prefix_and_keeps_redirects_there():
+    """The aiohttp shell around the decisions, against a tiny backend (no deepaas needed)."""
+    import asyncio
+
+    import aiohttp
+    from aiohttp import web
+
+    async def scenario() -> dict[str, tuple[int, str, str | None, str | None]]:
+        backend = web.Application()
+
+        async def v2(request: web.Request) -> web.Response:
+            return web.json_response({"q": request.query_string})
+
+        backend.router.add_get("/v2/", v2)
+
+        async def ui(_: web.Request) -> web.Response:
+            raise web.HTTPFound("/api")  # what deepaas-run's /ui does
+
+        backend.router.add_get("/ui", ui)
+        back = web.AppRunner(backend)
+        await back.setup()
+        await web.TCPSite(back, "127.0.0.1", 0).start()
+        back_port = back.addresses[0][1]
+        proxy = web.AppRunner(
+            cors.proxy_app(f"http://127.0.0.1:{back_port}", (PAGE,), 1024, "/digits")
+        )
+        await proxy.setup()
+        await web.TCPSite(proxy, "127.0.0.1", 0).start()
+        front = f"http://127.0.0.1:{proxy.addresses[0][1]}"
+        seen = {}
+        try:
+            async with aiohttp.ClientSession() as session:
+                for path in ("/digits/v2/?x=1", "/v2/", "/digits/ui"):
+                    async with session.get(
+                        front + path, headers={"Origin": PAGE}, allow_redirects=False
+                    ) as answer:
+                        seen[path] = (
+                            answer.status,
+                            await answer.text(),
+                            answer.headers.get("Location"),
+                            answer.headers.get("Access-Control-Allow-Origin"),
+                        )
+        finally:
+            await proxy.cleanup()
+            await back.cleanup()
+        return seen
+
+    seen = asyncio.run(scenario())
+    status, body, _, allow = seen["/digits/v2/?x=1"]
+    assert (status, allow) == (200, PAGE) and '"q": "x=1"' in body
+    status, body, _, allow = seen["/v2/"]
+    assert (status, allow) == (404, PAGE) and "under /digits/ only" in body
+    assert seen["/digits/ui"][0] == 302 and seen["/digits/ui"][2] == "/digits/api"
