@@ -131,13 +131,15 @@ def proxy_app(  # noqa: ANN201
     import aiohttp
     from aiohttp import web
 
+    session_key = web.AppKey("session", aiohttp.ClientSession)
+
     async def start_session(app: web.Application) -> None:
-        app["session"] = aiohttp.ClientSession(
+        app[session_key] = aiohttp.ClientSession(
             auto_decompress=False, timeout=aiohttp.ClientTimeout(total=None)
         )
 
     async def close_session(app: web.Application) -> None:
-        await app["session"].close()
+        await app[session_key].close()
 
     async def handle(request: web.Request) -> web.StreamResponse:
         origin = request.headers.get("Origin")
@@ -160,7 +162,7 @@ def proxy_app(  # noqa: ANN201
         query = request.rel_url.raw_query_string
         body = await request.read()
         try:
-            async with request.app["session"].request(
+            async with request.app[session_key].request(
                 request.method,
                 backend + path + (f"?{query}" if query else ""),
                 headers=forwardable(request.headers),
