@@ -698,3 +698,37 @@ def test_scale_to_zero_becomes_a_knative_service_where_knative_is_installed(
             "Knative CRD gone",
         )
         operator.start()
+
+
+def test_operator_started_before_the_crds_waits_for_them_then_serves(operator, namespace, tmp_path):
+    """A fresh cluster: the operator starts before `kubectl apply -k controller/` has run. It
+    must wait (saying so) until DeepModules can be listed, then reconcile as usual — not start
+    kopf against a missing resource and sit silent. Last in this module: it deletes the CRD."""
+    cluster = operator.cluster
+    crd = "crd/deepmodules.deepmarket.dev"
+    operator.stop()
+    early = Operator(cluster, tmp_path, name="early")
+    try:
+        cluster.kubectl("delete", crd, "--wait=true")
+        early.start()  # liveness answers while it waits (alive, not yet acting)
+        cluster.wait_for(
+            lambda: "waiting for the DeepModule API" in early.log.read_text(errors="replace"),
+            "the operator saying it waits for the CRD",
+        )
+        cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "controller" / "crds"))
+
+        def created() -> bool:  # a just-created CRD answers 404/429 for a moment
+            status, _ = cluster.request(
+                "POST", DM_PATH.format(ns=namespace), {**deepmodule("early"), "metadata": {
+                    "name": "early", "namespace": namespace}},
+            )  # fmt: skip
+            return status == 201
+
+        cluster.wait_for(created, "DeepModule created once the CRD is served")
+        wait_ready(cluster, namespace, "early")
+        assert "is served after" in early.log.read_text(errors="replace"), early.tail()
+    finally:
+        early.stop()
+        cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "controller" / "crds"))
+        cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", crd)
+        operator.start()

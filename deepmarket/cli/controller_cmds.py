@@ -33,6 +33,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     for noisy in ("kopf.objects", "kopf.activities.probe", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if args.api_timeout < 0:
+        raise UsageError("--api-timeout: give 0 or more seconds")
     if args.lease_duration < 3:
         raise UsageError("--lease-duration: give at least 3 seconds")
     if args.catalog and not (args.catalog / "modules.yml").is_file():
@@ -57,6 +59,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             lease_namespace=args.lease_namespace,
             lease_duration=args.lease_duration,
             workers=args.workers,
+            api_timeout=args.api_timeout,
         )
     )
     return 0
@@ -90,6 +93,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="namespace of the leader Lease (default: deepmarket-system)")  # fmt: skip
     p.add_argument("--lease-duration", type=int, default=30, metavar="SECONDS",
                    help="how long a silent leader keeps the lease (default 30)")  # fmt: skip
+    p.add_argument("--api-timeout", type=float, default=120, metavar="SECONDS",
+                   help="wait this long for the DeepModule API (the CRDs) to be served "
+                   "before giving up (default 120)")  # fmt: skip
     p.add_argument("--workers", type=int, default=16, help="parallel reconciles (default 16)")
     p.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     p.set_defaults(func=cmd_run)

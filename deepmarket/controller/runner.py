@@ -15,6 +15,8 @@ import logging
 import os
 import socket
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,6 +25,7 @@ from typing import Any
 import kopf
 
 from deepmarket.catalog.model import Catalog
+from deepmarket.controller import DEEPMODULE_API
 from deepmarket.controller.handlers import Controller, register
 from deepmarket.controller.kube import ApiError, Kube, connection_info, make_api_client
 from deepmarket.controller.options import Options
@@ -46,6 +49,54 @@ class RunConfig:
     lease_namespace: str = "deepmarket-system"
     lease_duration: int = LEASE_DURATION_S
     workers: int = 16
+    api_timeout: float = 120.0  # how long to wait for the DeepModule API to be served
+
+
+def deepmodule_list_paths(namespaces: tuple[str, ...]) -> list[str]:
+    """The cheapest list calls that prove kopf will be able to watch what it must."""
+    base = f"/apis/{DEEPMODULE_API}"
+    if not namespaces:
+        return [f"{base}/deepmodules"]
+    return [f"{base}/namespaces/{ns}/deepmodules" for ns in namespaces]
+
+
+def wait_for_deepmodule_api(
+    kube: Kube,
+    namespaces: tuple[str, ...],
+    timeout: float,
+    say: Callable[[str], None] = log.info,
+    every: float = 10.0,
+) -> None:
+    """Block until listing DeepModules succeeds, so kopf starts with the resource served.
+
+    kopf discovers resources once at start and re-discovers only on CRD watch events; a CRD
+    that appears while it starts, or one whose storage still answers 429 "storage is
+    (re)initializing", can leave it watching nothing for minutes. Waiting here costs one list
+    call on a healthy cluster.
+    """
+    paths = deepmodule_list_paths(namespaces)
+    start = time.monotonic()
+    last_say = -every  # say so on the first failure
+    while True:
+        try:
+            for path in paths:
+                kube.request("GET", path, query=[("limit", "1")])
+            waited = time.monotonic() - start
+            if waited > 1:
+                say(f"DeepModule API {DEEPMODULE_API} is served after {waited:.0f}s")
+            return
+        except ApiError as err:
+            problem = str(err)
+        now = time.monotonic()
+        if now - start >= timeout:
+            raise UserError(
+                f"the DeepModule API {DEEPMODULE_API} is not served after {timeout:.0f}s "
+                f"(last answer: {problem}); install the CRDs with `kubectl apply -k controller/`"
+            )
+        if now - last_say >= every:
+            say(f"waiting for the DeepModule API {DEEPMODULE_API} ({problem}) …")
+            last_say = now
+        time.sleep(min(1.0, max(0.0, timeout - (now - start))))
 
 
 def hardened_settings(settings: kopf.OperatorSettings, workers: int) -> None:
@@ -270,6 +321,7 @@ def run(cfg: RunConfig) -> None:
             # Alive = waiting for the lease, or acting with kopf up (a stuck start fails it).
             health = await serve_liveness(cfg.liveness, lambda: not acting["now"] or ready.is_set())
         try:
+            await asyncio.to_thread(wait_for_deepmodule_api, kube, cfg.namespaces, cfg.api_timeout)
             if cfg.leader_elect:
                 await _run_elected(cfg, kube, operate)
             else:
