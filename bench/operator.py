@@ -7,7 +7,11 @@ calls during a full resync (a restarted operator re-lists everything), and the o
 RSS (VmHWM). Goals (issue 6): >= 50 DeepModules/s, <= 4 writes per object, 0 per resync,
 RSS <= 200 MB.
 
-    .venv/bin/python bench/operator.py [--count 1000] [--workers 8]
+Two runs in one invocation (`--mode both`, the default): first on etcd + kube-apiserver alone
+(no controller-manager, scheduler or KWOK), so only the operator's own work is timed, then on
+the full simulated cluster; the ratio of the two says how much of the time is the cluster's.
+
+    .venv/bin/python bench/operator.py [--count 1000] [--workers 16] [--mode both]
 """
 
 from __future__ import annotations
@@ -183,38 +187,109 @@ def deepmodule(name: str) -> dict:
     }
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--count", type=int, default=1000)
-    parser.add_argument("--workers", type=int, default=16)
-    parser.add_argument("--timeout", type=float, default=900)
-    args = parser.parse_args()
-    n = args.count
-    per_node = 500
-    nodes = [
-        NodeSpec(f"bench-{i}", cpu="1000", memory="4Ti", pods=per_node + 10)
-        for i in range(math.ceil(n / per_node))
-    ]
-    work = Path(tempfile.mkdtemp(prefix="deepmarket-bench-"))
-    print(f"starting the control plane ({len(nodes)} KWOK nodes) …", flush=True)
-    with ControlPlane(
-        binaries=ensure_binaries(), controllers=True, nodes=nodes, audit_log=True
-    ) as cluster:
-        cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "controller" / "crds"))
-        cluster.kubectl(
-            "wait", "--for=condition=Established", "--timeout=60s", "crd/deepmodules.deepmarket.dev"
-        )
-        cluster.request(
+def create_all(cluster: ControlPlane, names: list[str]) -> tuple[dict[str, float], float]:
+    created: dict[str, float] = {}
+
+    def create(name: str) -> None:
+        status, body = cluster.request(
             "POST",
-            "/api/v1/namespaces",
-            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}},
+            f"/apis/deepmarket.dev/v1alpha1/namespaces/{NS}/deepmodules",
+            deepmodule(name),
+            timeout=60,
         )
+        assert status == 201, (status, body)
+        created[name] = time.monotonic()
+
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(create, names))
+    return created, time.monotonic() - t0
+
+
+def install(cluster: ControlPlane, full: bool) -> None:
+    cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "controller" / "crds"))
+    cluster.kubectl(
+        "wait", "--for=condition=Established", "--timeout=60s", "crd/deepmodules.deepmarket.dev"
+    )
+    cluster.request(
+        "POST",
+        "/api/v1/namespaces",
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}},
+    )
+    if full:  # pods need the service-account controller's "default" account
         cluster.wait_for(
             lambda: (
                 cluster.request("GET", f"/api/v1/namespaces/{NS}/serviceaccounts/default")[0] == 200
             ),
             "default service account",
         )
+
+
+def operator_only(args: argparse.Namespace, work: Path) -> dict | None:
+    """etcd + kube-apiserver only: no controller-manager, scheduler or KWOK compete for the CPUs
+    or the apiserver, so what remains is the operator's own work (children, first status)."""
+    n = args.count
+    print("operator only: starting etcd + kube-apiserver (no controllers, no KWOK) …", flush=True)
+    with ControlPlane(binaries=ensure_binaries(), audit_log=True) as cluster:
+        install(cluster, full=False)
+        op = Operator(cluster, work / "operator-only.log", args.workers)
+        op.start()
+        api = cluster.api_client()
+        watchers = {
+            "deploy": Watcher(api, f"/apis/apps/v1/namespaces/{NS}/deployments", lambda o: True),
+            "svc": Watcher(api, f"/api/v1/namespaces/{NS}/services", lambda o: True),
+        }
+        for w in watchers.values():
+            w.start()
+        time.sleep(1)
+        names = [f"dm-{i:04d}" for i in range(n)]
+        mark = cluster.audit_mark()
+        op.sample()
+        cpu0 = op.cpu_s
+        print(f"operator only: creating {n} DeepModules …", flush=True)
+        t0 = time.monotonic()
+        created, t_created = create_all(cluster, names)
+        deadline = time.monotonic() + args.timeout
+        while time.monotonic() < deadline:
+            op.sample()
+            if all(x in watchers["deploy"].seen and x in watchers["svc"].seen for x in names):
+                break
+            time.sleep(0.2)
+        else:
+            print(f"operator only: timed out; log {op.log}")
+            op.stop()
+            return None
+        op.sample()
+        cpu_children = op.cpu_s - cpu0
+        both = {x: max(watchers["deploy"].seen[x], watchers["svc"].seen[x]) for x in names}
+        t_children = max(both.values()) - t0
+        time.sleep(5)  # the status writes that follow the children
+        op.stop()
+        writes, events = operator_writes(cluster, mark)
+        return {
+            "created": t_created,
+            "children": t_children,
+            "lat": [both[x] - created[x] for x in names],
+            "writes": writes,
+            "events": events,
+            "cpu_children": cpu_children,
+            "cpu_settled": op.cpu_s - cpu0,
+            "rss_mb": op.peak_rss_kb / 1024,
+        }
+
+
+def full_cluster(args: argparse.Namespace, work: Path) -> dict | None:
+    n = args.count
+    per_node = 500
+    nodes = [
+        NodeSpec(f"bench-{i}", cpu="1000", memory="4Ti", pods=per_node + 10)
+        for i in range(math.ceil(n / per_node))
+    ]
+    print(f"full cluster: starting the control plane ({len(nodes)} KWOK nodes) …", flush=True)
+    with ControlPlane(
+        binaries=ensure_binaries(), controllers=True, nodes=nodes, audit_log=True
+    ) as cluster:
+        install(cluster, full=True)
         op = Operator(cluster, work / "operator.log", args.workers)
         op.start()
         api = cluster.api_client()
@@ -229,44 +304,41 @@ def main() -> int:
             w.start()
         time.sleep(1)  # let the watches open before the first create
         names = [f"dm-{i:04d}" for i in range(n)]
-        created: dict[str, float] = {}
         mark = cluster.audit_mark()
-        print(f"creating {n} DeepModules …", flush=True)
+        op.sample()
+        cpu0 = op.cpu_s
+        cpu_children = None
+        print(f"full cluster: creating {n} DeepModules …", flush=True)
         t0 = time.monotonic()
-
-        def create(name: str) -> None:
-            status, body = cluster.request(
-                "POST",
-                f"/apis/deepmarket.dev/v1alpha1/namespaces/{NS}/deepmodules",
-                deepmodule(name),
-                timeout=60,
-            )
-            assert status == 201, (status, body)
-            created[name] = time.monotonic()
-
-        with ThreadPoolExecutor(16) as pool:
-            list(pool.map(create, names))
-        t_created = time.monotonic() - t0
+        created, t_created = create_all(cluster, names)
         deadline = time.monotonic() + args.timeout
         while time.monotonic() < deadline:
             op.sample()
+            if cpu_children is None and all(
+                x in watchers["deploy"].seen and x in watchers["svc"].seen for x in names
+            ):
+                cpu_children = op.cpu_s - cpu0
             done = sum(1 for x in names if x in watchers["ready"].seen)
             if done == n:
                 break
-            time.sleep(0.5)
+            time.sleep(0.2)
         else:
             print(f"timed out: {done}/{n} Ready; log {op.log}")
             op.stop()
-            return 1
+            return None
         time.sleep(3)  # let trailing writes (if any) land in the audit log
         op.sample()
         both = {x: max(watchers["deploy"].seen[x], watchers["svc"].seen[x]) for x in names}
-        t_children = max(both.values()) - t0
-        t_ready = max(watchers["ready"].seen[x] for x in names) - t0
-        lat_children = [both[x] - created[x] for x in names]
-        lat_ready = [watchers["ready"].seen[x] - created[x] for x in names]
-        writes, events = operator_writes(cluster, mark)
-        cpu_create = op.cpu_s
+        result = {
+            "created": t_created,
+            "children": max(both.values()) - t0,
+            "ready": max(watchers["ready"].seen[x] for x in names) - t0,
+            "lat": [both[x] - created[x] for x in names],
+            "lat_ready": [watchers["ready"].seen[x] - created[x] for x in names],
+            "cpu_children": cpu_children if cpu_children is not None else op.cpu_s - cpu0,
+            "cpu_settled": op.cpu_s - cpu0,
+        }
+        result["writes"], result["events"] = operator_writes(cluster, mark)
 
         print("resync: restarting the operator (it re-lists and reconciles all) …", flush=True)
         op.stop()
@@ -280,37 +352,104 @@ def main() -> int:
             deepmodule(sentinel),
         )
         cluster.wait_for(lambda: sentinel in watchers["ready"].seen, "sentinel Ready", 600)
-        t_resync = time.monotonic() - t1
+        result["resync_s"] = time.monotonic() - t1
         time.sleep(3)
         op.sample()
-        resync_writes, resync_events = operator_writes(cluster, mark2, skip=sentinel)
+        result["resync_writes"], result["resync_events"] = operator_writes(
+            cluster, mark2, skip=sentinel
+        )
         op.stop()
+        result["rss_mb"] = op.peak_rss_kb / 1024
+        result["log"] = op.log
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--count", type=int, default=1000)
+    parser.add_argument("--workers", type=int, default=16)
+    parser.add_argument("--timeout", type=float, default=900)
+    parser.add_argument(
+        "--mode",
+        choices=("both", "operator-only", "full"),
+        default="both",
+        help="operator-only: etcd + apiserver alone; full: with controllers, scheduler, KWOK",
+    )
+    args = parser.parse_args()
+    n = args.count
+    work = Path(tempfile.mkdtemp(prefix="deepmarket-bench-"))
+    alone = full = None
+    if args.mode in ("both", "operator-only"):
+        alone = operator_only(args, work)
+        if alone is None:
+            return 1
+    if args.mode in ("both", "full"):
+        full = full_cluster(args, work)
+        if full is None:
+            return 1
 
     print()
-    print(f"DeepModules created:                 {n} in {t_created:.1f} s (16 client threads)")
-    print(f"all children (Deployment+Service):   {t_children:.1f} s after the first create")
-    print(f"all Ready:                           {t_ready:.1f} s after the first create")
-    print(f"throughput (children):               {n / t_children:.1f} DeepModules/s")
-    print(f"throughput (Ready):                  {n / t_ready:.1f} DeepModules/s")
-    print(
-        f"latency create→children p50 / p99:   {pct(lat_children, 0.5):.2f} s / "
-        f"{pct(lat_children, 0.99):.2f} s"
-    )
-    print(
-        f"latency create→Ready    p50 / p99:   {pct(lat_ready, 0.5):.2f} s / "
-        f"{pct(lat_ready, 0.99):.2f} s"
-    )
-    print(
-        f"operator writes per new object:      {writes / n:.2f} "
-        f"(+ {events / n:.2f} Events) — {writes} writes, {events} Events"
-    )
-    print(
-        f"writes during a full resync:         {resync_writes} (+ {resync_events} Events) "
-        f"over {n} DeepModules; restart→sentinel Ready {t_resync:.1f} s"
-    )
-    print(f"operator CPU time for the creates:   {cpu_create:.1f} s")
-    print(f"operator peak RSS (VmHWM):           {op.peak_rss_kb / 1024:.0f} MB")
-    print(f"(operator log: {op.log}; {os.cpu_count()} CPUs shared with the control plane)")
+    if alone:
+        print("operator only (etcd + kube-apiserver; no controller-manager, scheduler, KWOK):")
+        print(f"  DeepModules created:               {n} in {alone['created']:.1f} s")
+        print(
+            f"  all children (Deployment+Service): {alone['children']:.1f} s after the first create"
+        )
+        print(f"  throughput (children):             {n / alone['children']:.1f} DeepModules/s")
+        print(
+            f"  latency create→children p50 / p99: {pct(alone['lat'], 0.5):.2f} s / "
+            f"{pct(alone['lat'], 0.99):.2f} s"
+        )
+        print(
+            f"  operator writes per new object:    {alone['writes'] / n:.2f} "
+            f"(+ {alone['events'] / n:.2f} Events; no pods here, so no Ready status write)"
+        )
+        print(
+            f"  operator CPU per object:           {1000 * alone['cpu_children'] / n:.1f} ms "
+            f"to children, {1000 * alone['cpu_settled'] / n:.1f} ms with status "
+            f"({alone['cpu_settled']:.1f} s in all)"
+        )
+        print(f"  operator peak RSS (VmHWM):         {alone['rss_mb']:.0f} MB")
+    if full:
+        print("full cluster (with controller-manager, scheduler, KWOK):")
+        print(f"  DeepModules created:               {n} in {full['created']:.1f} s")
+        print(
+            f"  all children (Deployment+Service): {full['children']:.1f} s after the first create"
+        )
+        print(f"  all Ready:                         {full['ready']:.1f} s after the first create")
+        print(f"  throughput (children):             {n / full['children']:.1f} DeepModules/s")
+        print(f"  throughput (Ready):                {n / full['ready']:.1f} DeepModules/s")
+        print(
+            f"  latency create→children p50 / p99: {pct(full['lat'], 0.5):.2f} s / "
+            f"{pct(full['lat'], 0.99):.2f} s"
+        )
+        print(
+            f"  latency create→Ready    p50 / p99: {pct(full['lat_ready'], 0.5):.2f} s / "
+            f"{pct(full['lat_ready'], 0.99):.2f} s"
+        )
+        print(
+            f"  operator writes per new object:    {full['writes'] / n:.2f} "
+            f"(+ {full['events'] / n:.2f} Events) — "
+            f"{full['writes']} writes, {full['events']} Events"
+        )
+        print(
+            f"  writes during a full resync:       {full['resync_writes']} "
+            f"(+ {full['resync_events']} Events) over {n} DeepModules; "
+            f"restart→sentinel Ready {full['resync_s']:.1f} s"
+        )
+        print(
+            f"  operator CPU per object:           {1000 * full['cpu_children'] / n:.1f} ms "
+            f"to children, {1000 * full['cpu_settled'] / n:.1f} ms to Ready "
+            f"({full['cpu_settled']:.1f} s in all)"
+        )
+        print(f"  operator peak RSS (VmHWM):         {full['rss_mb']:.0f} MB")
+    if alone and full:
+        print(
+            f"full cluster / operator only, time to all children: "
+            f"{full['children'] / alone['children']:.1f}x "
+            f"({n / alone['children']:.1f} vs {n / full['children']:.1f} DeepModules/s)"
+        )
+    print(f"(logs in {work}; {os.cpu_count()} CPUs shared with the control plane)")
     return 0
 
 
