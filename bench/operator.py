@@ -99,6 +99,25 @@ def ready(obj: dict) -> bool:
     )
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of one process so far (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cluster_cpu(cluster: ControlPlane) -> dict[str, float]:
+    return {name: cpu_seconds(pid) for name, pid in cluster.pids.items()}
+
+
+def cpu_split(before: dict[str, float], after: dict[str, float]) -> str:
+    """'kube-apiserver 40.1 s, etcd 9.8 s, …': each control-plane process's CPU in between."""
+    used = {k: after.get(k, 0.0) - v for k, v in before.items()}
+    return ", ".join(f"{k} {v:.1f} s" for k, v in sorted(used.items(), key=lambda kv: -kv[1]))
+
+
 class Operator:
     def __init__(self, cluster: ControlPlane, log: Path, workers: int) -> None:
         self.cluster, self.log, self.workers = cluster, log, workers
@@ -138,8 +157,7 @@ class Operator:
 
     def sample(self) -> None:
         if self.proc and self.proc.poll() is None:
-            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            self.cpu_s = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            self.cpu_s = cpu_seconds(self.proc.pid)
             for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
                 if line.startswith("VmHWM:"):
                     self.peak_rss_kb = max(self.peak_rss_kb, int(line.split()[1]))
@@ -245,7 +263,7 @@ def operator_only(args: argparse.Namespace, work: Path) -> dict | None:
         names = [f"dm-{i:04d}" for i in range(n)]
         mark = cluster.audit_mark()
         op.sample()
-        cpu0 = op.cpu_s
+        cpu0, cp0 = op.cpu_s, cluster_cpu(cluster)
         print(f"operator only: creating {n} DeepModules …", flush=True)
         t0 = time.monotonic()
         created, t_created = create_all(cluster, names)
@@ -260,7 +278,7 @@ def operator_only(args: argparse.Namespace, work: Path) -> dict | None:
             op.stop()
             return None
         op.sample()
-        cpu_children = op.cpu_s - cpu0
+        cpu_children, cp1 = op.cpu_s - cpu0, cluster_cpu(cluster)
         both = {x: max(watchers["deploy"].seen[x], watchers["svc"].seen[x]) for x in names}
         t_children = max(both.values()) - t0
         time.sleep(5)  # the status writes that follow the children
@@ -274,6 +292,7 @@ def operator_only(args: argparse.Namespace, work: Path) -> dict | None:
             "events": events,
             "cpu_children": cpu_children,
             "cpu_settled": op.cpu_s - cpu0,
+            "cluster_cpu": cpu_split(cp0, cp1),
             "rss_mb": op.peak_rss_kb / 1024,
         }
 
@@ -306,8 +325,8 @@ def full_cluster(args: argparse.Namespace, work: Path) -> dict | None:
         names = [f"dm-{i:04d}" for i in range(n)]
         mark = cluster.audit_mark()
         op.sample()
-        cpu0 = op.cpu_s
-        cpu_children = None
+        cpu0, cp0 = op.cpu_s, cluster_cpu(cluster)
+        cpu_children = cp1 = None
         print(f"full cluster: creating {n} DeepModules …", flush=True)
         t0 = time.monotonic()
         created, t_created = create_all(cluster, names)
@@ -317,7 +336,7 @@ def full_cluster(args: argparse.Namespace, work: Path) -> dict | None:
             if cpu_children is None and all(
                 x in watchers["deploy"].seen and x in watchers["svc"].seen for x in names
             ):
-                cpu_children = op.cpu_s - cpu0
+                cpu_children, cp1 = op.cpu_s - cpu0, cluster_cpu(cluster)
             done = sum(1 for x in names if x in watchers["ready"].seen)
             if done == n:
                 break
@@ -337,6 +356,7 @@ def full_cluster(args: argparse.Namespace, work: Path) -> dict | None:
             "lat_ready": [watchers["ready"].seen[x] - created[x] for x in names],
             "cpu_children": cpu_children if cpu_children is not None else op.cpu_s - cpu0,
             "cpu_settled": op.cpu_s - cpu0,
+            "cluster_cpu": cpu_split(cp0, cp1 or cluster_cpu(cluster)),
         }
         result["writes"], result["events"] = operator_writes(cluster, mark)
 
@@ -409,6 +429,7 @@ def main() -> int:
             f"to children, {1000 * alone['cpu_settled'] / n:.1f} ms with status "
             f"({alone['cpu_settled']:.1f} s in all)"
         )
+        print(f"  control plane CPU to children:     {alone['cluster_cpu']}")
         print(f"  operator peak RSS (VmHWM):         {alone['rss_mb']:.0f} MB")
     if full:
         print("full cluster (with controller-manager, scheduler, KWOK):")
@@ -442,6 +463,7 @@ def main() -> int:
             f"to children, {1000 * full['cpu_settled'] / n:.1f} ms to Ready "
             f"({full['cpu_settled']:.1f} s in all)"
         )
+        print(f"  control plane CPU to children:     {full['cluster_cpu']}")
         print(f"  operator peak RSS (VmHWM):         {full['rss_mb']:.0f} MB")
     if alone and full:
         print(
