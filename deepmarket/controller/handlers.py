@@ -175,9 +175,12 @@ def register(registry: kopf.OperatorRegistry, ctl: Controller, *, knative: bool)
     """Add the indexes and event handlers to `registry`."""
     r = ctl.reconciler
     dm_ref = (API_GROUP, API_VERSION, "deepmodules")
+    # Index functions are `async` although they never await: kopf runs a sync handler in its
+    # thread pool (a hop, a context copy and a future per watch event). Measured with
+    # bench/operator.py --mode operator-only: 16.1-16.2 instead of 17.2 ms CPU per DeepModule.
 
     @kopf.index(*dm_ref, registry=registry, id="dm_idx")
-    def dm_idx(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Key, Any]:
+    async def dm_idx(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Key, Any]:
         return {(namespace, name): pack(body)}
 
     def child_key(labels: Mapping[str, str], namespace: str) -> Key:
@@ -186,11 +189,11 @@ def register(registry: kopf.OperatorRegistry, ctl: Controller, *, knative: bool)
     @kopf.index(
         "apps", "v1", "deployments", labels=CHILD_LABELS, registry=registry, id="deployment_idx"
     )
-    def deployment_idx(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> Any:
+    async def deployment_idx(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> Any:
         return {child_key(labels, namespace): pack(body)}
 
     @kopf.index("", "v1", "services", labels=CHILD_LABELS, registry=registry, id="service_idx")
-    def service_idx(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> Any:
+    async def service_idx(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> Any:
         return {child_key(labels, namespace): pack(body)}
 
     @kopf.index(
@@ -201,11 +204,11 @@ def register(registry: kopf.OperatorRegistry, ctl: Controller, *, knative: bool)
         registry=registry,
         id="hpa_idx",
     )
-    def hpa_idx(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> Any:
+    async def hpa_idx(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> Any:
         return {child_key(labels, namespace): pack(body)}
 
     @kopf.index("", "v1", "pods", labels=CHILD_LABELS, registry=registry, id="pod_idx")
-    def pod_idx(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> Any:
+    async def pod_idx(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> Any:
         return {child_key(labels, namespace): _pod_summary(body)}
 
     if knative:
@@ -218,7 +221,7 @@ def register(registry: kopf.OperatorRegistry, ctl: Controller, *, knative: bool)
             registry=registry,
             id="ksvc_idx",
         )
-        def ksvc_idx(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> Any:
+        async def ksvc_idx(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> Any:
             return {child_key(labels, namespace): pack(body)}
 
     @kopf.on.event(*dm_ref, registry=registry, id="deepmodule_event")
