@@ -146,17 +146,9 @@ class DemoConfig:
 
 
 def _pick_port(port: int, flag: str) -> int:
-    import socket
+    from deepmarket.modules.serve import ensure_port_free
 
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind((LOOPBACK, port))
-        except OSError as exc:
-            raise UserError(
-                f"cannot listen on {LOOPBACK}:{port} ({exc.strerror}); pick another {flag} "
-                "(0 takes any free port)"
-            ) from None
-        return int(sock.getsockname()[1])
+    return ensure_port_free(LOOPBACK, port, flag, " (0 takes any free port)")
 
 
 def _get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:

@@ -59,7 +59,7 @@ def test_trainable_category_agrees_with_runtime(catalog: Catalog) -> None:
 
 def test_auto_deployed_modules_are_light_cpu_inference(catalog: Catalog) -> None:
     deployed = [module for module in catalog if module.deploy]
-    assert 1 <= len(deployed) <= 4
+    assert 0 < len(deployed) <= 4
     for module in deployed:
         assert module.inference, module.id
         assert not module.resources("inference").get("gpu"), module.id

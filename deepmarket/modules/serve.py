@@ -54,15 +54,17 @@ def free_port(host: str = LOOPBACK) -> int:
         return int(sock.getsockname()[1])
 
 
-def ensure_port_free(host: str, port: int) -> None:
-    """Fail before a slow warm-up, with a fix, rather than with aiohttp's traceback after it."""
+def ensure_port_free(host: str, port: int, flag: str = "--port", hint: str = "") -> int:
+    """Fail before a slow warm-up, with a fix, rather than with aiohttp's traceback after it.
+    Returns the port, or a free one when `port` is 0."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         try:
             sock.bind((host, port))
         except OSError as exc:
             raise UserError(
-                f"cannot listen on {host}:{port} ({exc.strerror}); pick another --port"
+                f"cannot listen on {host}:{port} ({exc.strerror}); pick another {flag}{hint}"
             ) from None
+        return int(sock.getsockname()[1])
 
 
 def _die_with_parent() -> None:
