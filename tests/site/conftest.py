@@ -33,9 +33,12 @@ def site_url(generated_site: BuiltSite) -> Iterator[str]:
         yield url
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """Debian's Chromium driven by Playwright (its own browser download cannot work here)."""
+    """Debian's Chromium driven by Playwright (its own browser download cannot work here).
+
+    Module-scoped: Playwright's sync API runs an event loop in the main thread while it is
+    open, which would break every later test that calls asyncio.run() or opens its own."""
     if not os.access(CHROMIUM, os.X_OK):
         pytest.skip(f"{CHROMIUM} is missing: run scripts/install-system-deps.sh")
     try:
