@@ -269,6 +269,22 @@ def test_size_caps_on_referenced_files(catalog):
     assert problem.path == "icon" and "the limit is 1 MiB" in problem.message
 
 
+@pytest.mark.parametrize(
+    "svg",
+    [
+        b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>',
+        b'<svg xmlns="http://www.w3.org/2000/svg" onload="alert(1)"><rect/></svg>',
+        b'<svg xmlns="http://www.w3.org/2000/svg"><a href="javascript:alert(1)"><rect/></a></svg>',
+        b'<svg xmlns="http://www.w3.org/2000/svg"><foreignObject><p>x</p></foreignObject></svg>',
+    ],
+)
+def test_an_icon_that_can_run_code_is_refused(catalog, svg):
+    (catalog / "catalog" / "plants" / "icon.svg").write_bytes(svg)
+    problem = one(validate_catalog(catalog))
+    assert problem.path == "icon" and "active SVG content" in problem.message
+    assert problem.file.endswith("catalog/plants/module.yml") and problem.line == 7
+
+
 def test_validate_paths_checks_only_the_given_files(catalog):
     write_module(catalog, "seeds", module_text(id="seeds", license="Nope"))
     plants = catalog / "catalog" / "plants"

@@ -11,8 +11,10 @@ import os
 import stat
 from pathlib import Path
 
+from deepmarket.catalog.icons import icon_is_safe
 from deepmarket.catalog.model import Catalog, Module, Problem
 from deepmarket.catalog.rules import (
+    ICON_MAX,
     FileFact,
     IndexEntry,
     catalog_rules,
@@ -119,7 +121,11 @@ def file_facts(module_dir: Path, rels: list[str], base: str | None = None) -> di
             facts[rel] = FileFact("not-a-file")
             continue
         kind = "file" if stat.S_ISREG(st.st_mode) else "not-a-file"
-        facts[rel] = FileFact(kind, st.st_size)
+        active = False
+        if kind == "file" and rel.lower().endswith(".svg") and st.st_size <= ICON_MAX:
+            with open(target, "rb") as svg:  # noqa: PTH123 - str paths, as above
+                active = not icon_is_safe(rel, svg.read())
+        facts[rel] = FileFact(kind, st.st_size, active)
     return facts
 
 

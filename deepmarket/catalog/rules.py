@@ -26,6 +26,7 @@ class FileFact:
 
     kind: str  # "file", "missing", "not-a-file", "escapes" (resolves outside the module dir)
     size: int = 0
+    active: bool = False  # an SVG that can run code (see catalog.icons)
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,15 @@ def module_rules(
                 parsed.problem(
                     path,
                     f"{what} {rel!r} is {fact.size} bytes; the limit is {human_size(cap)}",
+                )
+            )
+        elif what == "icon" and fact.active:
+            out.append(
+                parsed.problem(
+                    path,
+                    f"icon {rel!r} holds active SVG content (script, event handler, "
+                    "foreignObject, javascript: link, entity…) that would run on the "
+                    "marketplace; export it as plain shapes",
                 )
             )
     return out

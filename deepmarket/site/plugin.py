@@ -21,6 +21,7 @@ from mkdocs.structure.pages import Page
 from mkdocs.utils import get_relative_url
 
 from deepmarket.catalog import CatalogInvalid, load_catalog
+from deepmarket.catalog.icons import icon_is_safe
 from deepmarket.catalog.model import Catalog, Module
 from deepmarket.errors import UserError
 from deepmarket.site import api, render
@@ -139,7 +140,7 @@ class DeepMarketPlugin(BasePlugin[DeepMarketConfig]):
         if not module.icon or not Path(module.icon).is_file():
             return None
         icon = Path(module.icon)
-        if not render.icon_is_safe(icon.name, icon.read_bytes()):
+        if not icon_is_safe(icon.name, icon.read_bytes()):  # the validator refuses these too
             log.info(
                 "deepmarket: %s: icon %s has active content; showing a placeholder",
                 module.id,

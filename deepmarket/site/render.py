@@ -97,19 +97,6 @@ def deploy_url(template: str, module_id: str) -> str:
     return url.rstrip("/") + "/"
 
 
-_ACTIVE_SVG = re.compile(
-    rb"<script|<foreignobject|<iframe|<embed|<object|<!entity|javascript:|\son[a-z]+\s*=",
-    re.IGNORECASE,
-)
-
-
-def icon_is_safe(name: str, content: bytes) -> bool:
-    """Raster icons are inert; an SVG opened directly from the site's origin runs its scripts."""
-    if not name.lower().endswith(".svg"):
-        return True
-    return _ACTIVE_SVG.search(content) is None
-
-
 def initials(title: str) -> str:
     words = re.findall(r"[A-Za-z0-9]+", title)
     return ("".join(w[0] for w in words[:2]) or "?").upper()

@@ -65,15 +65,17 @@ def test_markdown_is_rendered_and_sanitized():
 
 
 def test_icon_safety():
-    assert render.icon_is_safe("i.png", b"<script>")  # raster files are inert in <img>
-    assert render.icon_is_safe("i.svg", b'<svg xmlns="http://www.w3.org/2000/svg"><rect/></svg>')
+    from deepmarket.catalog.icons import icon_is_safe
+
+    assert icon_is_safe("i.png", b"<script>")  # raster files are inert in <img>
+    assert icon_is_safe("i.svg", b'<svg xmlns="http://www.w3.org/2000/svg"><rect/></svg>')
     for active in (
         b"<svg><script>alert(1)</script></svg>",
         b'<svg onload="x()"/>',
         b"<svg><foreignObject/></svg>",
         b'<svg><a href="javascript:x()"/></svg>',
     ):
-        assert not render.icon_is_safe("i.svg", active)
+        assert not icon_is_safe("i.svg", active)
 
 
 def test_page_markdown_front_matter_survives_hostile_titles():
