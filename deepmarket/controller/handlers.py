@@ -36,12 +36,14 @@ BACKOFF_BASE_S = 1.0
 BACKOFF_CAP_S = 60.0
 
 CHILD_LABELS = {MANAGED_BY_LABEL: MANAGED_BY, INSTANCE_LABEL: kopf.PRESENT}
-INDEX_OF: dict[ChildKind, str] = {
-    ("apps/v1", "Deployment"): "deployment_idx",
-    ("v1", "Service"): "service_idx",
-    ("autoscaling/v2", "HorizontalPodAutoscaler"): "hpa_idx",
-    (KNATIVE_API, "Service"): "ksvc_idx",
+# The children the operator writes and indexes: (apiVersion, kind) -> (plural, index id).
+CHILDREN: dict[ChildKind, tuple[str, str]] = {
+    ("apps/v1", "Deployment"): ("deployments", "deployment_idx"),
+    ("v1", "Service"): ("services", "service_idx"),
+    ("autoscaling/v2", "HorizontalPodAutoscaler"): ("horizontalpodautoscalers", "hpa_idx"),
+    (KNATIVE_API, "Service"): ("services", "ksvc_idx"),
 }
+INDEX_OF: dict[ChildKind, str] = {kind: index_id for kind, (_, index_id) in CHILDREN.items()}
 
 
 def backoff(attempt: int) -> float:
@@ -186,43 +188,23 @@ def register(registry: kopf.OperatorRegistry, ctl: Controller, *, knative: bool)
     def child_key(labels: Mapping[str, str], namespace: str) -> Key:
         return (namespace, labels[INSTANCE_LABEL])
 
-    @kopf.index(
-        "apps", "v1", "deployments", labels=CHILD_LABELS, registry=registry, id="deployment_idx"
-    )
-    async def deployment_idx(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> Any:
-        return {child_key(labels, namespace): pack(body)}
+    def index_child(api_version: str, plural: str, index_id: str) -> None:
+        group, _, version = api_version.rpartition("/")
 
-    @kopf.index("", "v1", "services", labels=CHILD_LABELS, registry=registry, id="service_idx")
-    async def service_idx(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> Any:
-        return {child_key(labels, namespace): pack(body)}
+        async def child_idx(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> Any:
+            return {child_key(labels, namespace): pack(body)}
 
-    @kopf.index(
-        "autoscaling",
-        "v2",
-        "horizontalpodautoscalers",
-        labels=CHILD_LABELS,
-        registry=registry,
-        id="hpa_idx",
-    )
-    async def hpa_idx(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> Any:
-        return {child_key(labels, namespace): pack(body)}
+        kopf.index(group, version, plural, labels=CHILD_LABELS, registry=registry, id=index_id)(
+            child_idx
+        )
+
+    for (api_version, _kind), (plural, index_id) in CHILDREN.items():
+        if api_version != KNATIVE_API or knative:
+            index_child(api_version, plural, index_id)
 
     @kopf.index("", "v1", "pods", labels=CHILD_LABELS, registry=registry, id="pod_idx")
     async def pod_idx(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> Any:
         return {child_key(labels, namespace): _pod_summary(body)}
-
-    if knative:
-
-        @kopf.index(
-            "serving.knative.dev",
-            "v1",
-            "services",
-            labels=CHILD_LABELS,
-            registry=registry,
-            id="ksvc_idx",
-        )
-        async def ksvc_idx(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> Any:
-            return {child_key(labels, namespace): pack(body)}
 
     @kopf.on.event(*dm_ref, registry=registry, id="deepmodule_event")
     async def deepmodule_event(
