@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
+from deepmarket.cli.progress import say
 from deepmarket.errors import UsageError
-
-
-def _say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -86,4 +82,4 @@ def cmd_demo(args: argparse.Namespace) -> int:
         once=args.once,
         ready_timeout=args.ready_timeout,
     )
-    return run(cfg, _say)
+    return run(cfg, say)

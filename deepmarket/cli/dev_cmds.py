@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-
-def _say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+from deepmarket.cli.progress import say
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -43,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_binaries(args: argparse.Namespace) -> int:
     from deepmarket.devcluster.binaries import cache_dir, disk_usage, ensure_binaries
 
-    found = ensure_binaries(_say, build=not args.no_build)
+    found = ensure_binaries(say, build=not args.no_build)
     for line in found.describe():
         print(line)
     cache = cache_dir()
@@ -54,13 +51,13 @@ def cmd_binaries(args: argparse.Namespace) -> int:
 def cmd_up(args: argparse.Namespace) -> int:
     from deepmarket.devcluster import devenv
 
-    return devenv.up(_say)
+    return devenv.up(say)
 
 
 def cmd_down(args: argparse.Namespace) -> int:
     from deepmarket.devcluster import devenv
 
-    return devenv.down(_say)
+    return devenv.down(say)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
