@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from deepmarket.catalog.model import Catalog, Module
-from deepmarket.controller.builders import desired_children, pod_template
 from deepmarket.controller.compare import up_to_date, with_hash
+from deepmarket.controller.deepmodule.builders import desired_children, pod_template
+from deepmarket.controller.deepmodule.resolve import SpecProblem, resolve
 from deepmarket.controller.merge import overlay
 from deepmarket.controller.options import Options
-from deepmarket.controller.resolve import SpecProblem, resolve
 
 OPTS = Options()
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from deepmarket.controller.builders import desired_children
 from deepmarket.controller.compare import with_hash
+from deepmarket.controller.deepmodule.builders import desired_children
+from deepmarket.controller.deepmodule.reconciler import plan_writes
+from deepmarket.controller.deepmodule.resolve import SpecProblem, resolve
+from deepmarket.controller.deepmodule.status import derive_status, status_changed
 from deepmarket.controller.options import Options
-from deepmarket.controller.reconciler import plan_writes
-from deepmarket.controller.resolve import SpecProblem, resolve
-from deepmarket.controller.status import derive_status, status_changed
 
 OPTS = Options(ingress_base="https://models.example.org")
 T0, T1 = "2026-01-01T00:00:00Z", "2026-01-01T00:05:00Z"
@@ -63,7 +63,7 @@ def test_ready_when_every_wanted_replica_is_ready():
 
 
 def test_external_url_follows_the_marketplace_scheme():
-    from deepmarket.controller.builders import external_url
+    from deepmarket.controller.deepmodule.builders import external_url
 
     assert external_url("m", "lab", Options(ingress_base="https://x.org/")) == "https://x.org/m/"
     templ = Options(ingress_base="https://{id}.{namespace}.models.org")

@@ -26,10 +26,10 @@ import kopf
 
 from deepmarket.catalog.model import Catalog
 from deepmarket.controller import DEEPMODULE_API
-from deepmarket.controller.handlers import Controller, register
+from deepmarket.controller.deepmodule.handlers import Controller, register
+from deepmarket.controller.deepmodule.reconciler import Reconciler
 from deepmarket.controller.kube import ApiError, Kube, connection_info, make_api_client
 from deepmarket.controller.options import Options
-from deepmarket.controller.reconciler import Reconciler
 from deepmarket.errors import UserError
 
 log = logging.getLogger("deepmarket.controller")

@@ -17,12 +17,12 @@ from typing import Any
 
 from deepmarket.catalog.model import Catalog
 from deepmarket.controller import DEEPMODULE_API
-from deepmarket.controller.builders import KNATIVE_API, Plan, desired_children
 from deepmarket.controller.compare import newest, resource_version, up_to_date, with_hash
+from deepmarket.controller.deepmodule.builders import KNATIVE_API, Plan, desired_children
+from deepmarket.controller.deepmodule.resolve import Runtime, SpecProblem, resolve
+from deepmarket.controller.deepmodule.status import derive_status, status_changed
 from deepmarket.controller.kube import ApiError, Kube
 from deepmarket.controller.options import Options
-from deepmarket.controller.resolve import Runtime, SpecProblem, resolve
-from deepmarket.controller.status import derive_status, status_changed
 
 log = logging.getLogger("deepmarket.controller")
 

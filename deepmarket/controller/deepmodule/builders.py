@@ -19,9 +19,9 @@ from deepmarket.controller import (
     MANAGED_BY,
     MANAGED_BY_LABEL,
 )
+from deepmarket.controller.deepmodule.resolve import Runtime
 from deepmarket.controller.merge import overlay
 from deepmarket.controller.options import Options
-from deepmarket.controller.resolve import Runtime
 
 SERVICE_PORT = 80
 GPU = "nvidia.com/gpu"

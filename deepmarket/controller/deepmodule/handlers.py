@@ -23,9 +23,9 @@ import kopf
 
 from deepmarket import API_GROUP, API_VERSION
 from deepmarket.controller import DEEPMODULE_API, INSTANCE_LABEL, MANAGED_BY, MANAGED_BY_LABEL
-from deepmarket.controller.builders import KNATIVE_API
 from deepmarket.controller.compare import resource_version
-from deepmarket.controller.reconciler import CHILD_KINDS, ChildKind, Reconciler, trim
+from deepmarket.controller.deepmodule.builders import KNATIVE_API
+from deepmarket.controller.deepmodule.reconciler import CHILD_KINDS, ChildKind, Reconciler, trim
 
 log = logging.getLogger("deepmarket.controller")
 

@@ -13,9 +13,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from deepmarket.controller.builders import Plan, external_url, internal_url
+from deepmarket.controller.deepmodule.builders import Plan, external_url, internal_url
+from deepmarket.controller.deepmodule.resolve import Runtime, SpecProblem
 from deepmarket.controller.options import Options
-from deepmarket.controller.resolve import Runtime, SpecProblem
 
 # Container waiting reasons that will not fix themselves: they make the module Degraded.
 _STUCK_WAITING = {
