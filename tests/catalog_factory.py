@@ -6,14 +6,14 @@ from pathlib import Path
 
 VALID_MODULE = """\
 id: {id}   # the directory name
-title: Plant species classifier
+title: {title}
 summary: Classify plant species from a photo.
 description: |
   A ResNet50 trained on PlantNet images.
 readme: README.md
 icon: icon.svg
 links:
-  source_code: https://github.com/deephdc/DEEP-OC-plants-classification-tf
+  source_code: https://github.com/deephdc/DEEP-OC-{id}-classification-tf
   docker_image: https://hub.docker.com/r/deephdc/deep-oc-plants-classification-tf
 libraries: [TensorFlow]
 tasks: [Computer Vision, Classification]
@@ -39,6 +39,12 @@ x-anything: {{free: form}}
 """
 
 
+def valid_module(module_id: str) -> str:
+    """The valid module.yml for `module_id`: its own title and repository (no duplicates)."""
+    title = "Plant species classifier" if module_id == "plants" else f"{module_id} classifier"
+    return VALID_MODULE.format(id=module_id, title=title.capitalize())
+
+
 def write_module(root: Path, module_id: str, text: str | None = None) -> Path:
     """catalog/<id>/ with module.yml and the files it references."""
     d = root / "catalog" / module_id
@@ -46,7 +52,7 @@ def write_module(root: Path, module_id: str, text: str | None = None) -> Path:
     (d / "README.md").write_text("# Plants\n")
     (d / "icon.svg").write_text("<svg xmlns='http://www.w3.org/2000/svg'/>")
     (d / "samples" / "seven.png").write_bytes(b"\x89PNG\r\n")
-    (d / "module.yml").write_text(text if text is not None else VALID_MODULE.format(id=module_id))
+    (d / "module.yml").write_text(text if text is not None else valid_module(module_id))
     return d / "module.yml"
 
 
@@ -69,7 +75,7 @@ def make_catalog(root: Path, ids: list[str], deploy: tuple[str, ...] = ()) -> Pa
 
 def module_text(**changes: str | None) -> str:
     """The valid module with top-level lines replaced (value None drops the key's line)."""
-    lines = VALID_MODULE.format(id="plants").splitlines()
+    lines = valid_module("plants").splitlines()
     out = []
     seen = set()
     for line in lines:

@@ -65,7 +65,16 @@ def test_new_creates_a_valid_entry_and_refuses_existing_or_invalid_ids(tmp_path,
         and after[len(before) :] == "  - id: my-module\n    deploy: false\n"
     )
     assert (tmp_path / "catalog" / "my-module" / "README.md").exists()
-    assert validate_catalog(tmp_path) == []
+    # An untouched scaffold loads (the preview works) but every placeholder is a warning.
+    found = validate_catalog(tmp_path)
+    assert {p.severity for p in found} == {"warning"}
+    assert {(p.file.rsplit("/", 1)[1], p.path) for p in found} == {
+        ("README.md", ""),
+        ("module.yml", "summary"),
+        ("module.yml", "description"),
+        ("module.yml", "links.source_code"),
+        ("module.yml", "runtime.image"),
+    }
     assert load_catalog(tmp_path).get("my-module").model_name == "my_module"
     capsys.readouterr()
 

@@ -226,7 +226,7 @@ def test_duplicate_index_ids_and_deploy_without_inference(catalog):
         "modules:\n  - id: plants\n  - id: seeds\n    deploy: true\n  - id: plants\n"
     )
     write_module(catalog, "seeds", module_text(categories="[trainable]"))
-    got = messages(validate_catalog(catalog))
+    got = messages(p for p in validate_catalog(catalog) if p.is_error)
     assert got == [
         "catalog/seeds/module.yml:1:5: id: id 'plants' differs from its directory name 'seeds'; "
         "rename one so they match",
@@ -335,6 +335,7 @@ def test_cli_validate_formats(catalog, capsys):
                 "col": 10,
                 "path": "license",
                 "message": message,
+                "severity": "error",
             }
         ],
     }

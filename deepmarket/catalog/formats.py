@@ -38,8 +38,13 @@ def _is_ip(host: str) -> bool:
 
 def check_uri(value: str) -> str | None:
     """An absolute URI without spaces; http(s) URIs need a valid host."""
+    if not _SCHEME.match(value):  # github.com/org/repo: the author left out https://
+        guess = "https://" + value.strip().lstrip("/")
+        host = guess[len("https://") :].split("/")[0]
+        if "." in host and not any(c.isspace() for c in guess) and check_uri(guess) is None:
+            return f"has no scheme; write {guess!r}"
     if not _SCHEME.match(value) or any(c.isspace() for c in value):
-        return "is not an absolute URI (scheme://host/path, no spaces)"
+        return "is not an absolute URI: write it as https://host/path, without spaces"
     try:
         parts = urlsplit(value)
         parts.port  # noqa: B018 - raises on a malformed port
@@ -55,12 +60,43 @@ def check_uri(value: str) -> str | None:
 def check_date(value: str) -> str | None:
     """An ISO 8601 calendar date, YYYY-MM-DD."""
     if not _DATE.match(value):
-        return "is not a date in YYYY-MM-DD form"
+        guess = guess_date(value)
+        if guess:
+            return f"is not a date in YYYY-MM-DD form; write {guess!r}"
+        return "is not a date in YYYY-MM-DD form (e.g. 2026-11-29)"
     try:
         dt.date.fromisoformat(value)
     except ValueError as exc:
         return f"is not a valid date ({exc})"
     return None
+
+
+_DATE_PARTS = re.compile(r"^\s*(\d{1,4})[-/.](\d{1,2})[-/.](\d{1,4})\s*$")
+
+
+def guess_date(value: str) -> str | None:
+    """The ISO form of a date written another way, when only one reading is possible.
+
+    `29/11/2026` -> `2026-11-29`, `2024-1-3` -> `2024-01-03`; `03/04/2026` (3 April or
+    March 4?) -> None.
+    """
+    m = _DATE_PARTS.match(value)
+    if not m:
+        return None
+    a, b, c = (int(x) for x in m.groups())
+    if len(m.group(1)) == 4:
+        candidates = {(a, b, c)}
+    elif len(m.group(3)) == 4:
+        candidates = {(c, b, a), (c, a, b)}  # day first (most of the world) or month first
+    else:
+        return None
+    valid = set()
+    for y, mo, d in candidates:
+        try:
+            valid.add(dt.date(y, mo, d).isoformat())
+        except ValueError:
+            continue
+    return valid.pop() if len(valid) == 1 else None
 
 
 def check_doi(value: str) -> str | None:
@@ -91,12 +127,64 @@ def _suggest(word: str, table: dict[str, str]) -> str:
     return f"; did you mean {table[close[0]]!r}?" if close else ""
 
 
+_SPDX_HOWTO = (
+    "use an id from the SPDX licence list (e.g. MIT, Apache-2.0, GPL-3.0-only), "
+    "or LicenseRef-<name> for a licence of your own"
+)
+
+
+# Informal names that stand for more than one licence: the author has to pick.
+_AMBIGUOUS = {
+    "bsd": ("BSD-3-Clause", "BSD-2-Clause"),
+    "gpl": ("GPL-3.0-only", "GPL-2.0-only"),
+    "lgpl": ("LGPL-3.0-only", "LGPL-2.1-only"),
+    "agpl": ("AGPL-3.0-only",),
+    "apache": ("Apache-2.0",),
+    "cc-by": ("CC-BY-4.0",),
+    "creative-commons": ("CC-BY-4.0", "CC-BY-SA-4.0", "CC0-1.0"),
+}
+
+
+def guess_licence(value: str) -> tuple[str, ...]:
+    """The SPDX id meant by an informal name: 'Apache 2.0', 'GPLv3', 'MIT License', 'mit'."""
+    licences, _ = _spdx()
+    text = value.strip().lower()
+    text = re.sub(r"\b(the|licen[sc]e|version)\b", " ", text)
+    text = re.sub(r"(?<=[a-z])v(?=\d)", "-", text)  # gplv3 -> gpl-3
+    text = re.sub(r"[\s_,]+", "-", text.strip()).strip("-")
+    text = re.sub(r"-+", "-", text)
+    if text in _AMBIGUOUS:
+        return _AMBIGUOUS[text]
+    for candidate in (f"{text}-only", f"{text}.0-only", text, f"{text}.0"):
+        if candidate in licences and not candidate.endswith("+"):
+            return (licences[candidate],)
+    return ()
+
+
 def check_spdx(value: str) -> str | None:
     """An SPDX licence id, or an expression of ids joined by AND/OR/WITH with parentheses."""
     licences, exceptions = _spdx()
     tokens = re.findall(r"\(|\)|[^\s()]+", value)
     if not tokens:
-        return "is not an SPDX licence id (e.g. MIT, Apache-2.0)"
+        return f"is empty; {_SPDX_HOWTO}"
+    problem = _expression_problem(tokens, licences, exceptions)
+    operators = {"and", "or", "with", "(", ")"}
+    if problem is not None and not operators & {t.lower() for t in tokens}:
+        guess = guess_licence(value)
+        if len(guess) == 1:
+            return f"is not an SPDX licence id; write it as {guess[0]!r}"
+        if guess:
+            options = " or ".join(repr(g) for g in guess)
+            return f"is not an SPDX licence id: it could mean {options}; write the one you mean"
+        if len(tokens) > 1 or not tokens[0].startswith(("LicenseRef-", "DocumentRef-")):
+            close = _suggest(value.strip().replace(" ", "-"), licences)
+            return f"is not an SPDX licence id{close or '; ' + _SPDX_HOWTO}"
+    return problem
+
+
+def _expression_problem(
+    tokens: list[str], licences: dict[str, str], exceptions: dict[str, str]
+) -> str | None:
     depth = 0
     expect_operand = True
     after_with = False
@@ -184,3 +272,19 @@ CHECKS: dict[str, Callable[[str], str | None]] = {
     "spdx-license": check_spdx,
     "oci-image-pinned": check_pinned_image,
 }
+
+
+def suggest_slug(value: str) -> str:
+    """A lowercase slug built from the author's own word: 'Plant Species' -> 'plant-species'."""
+    return re.sub(r"[^a-z0-9]+", "-", value.strip().lower()).strip("-")
+
+
+def suggest_id(value: str) -> str | None:
+    """A DNS-1035 label close to `value`: 'My_Plant' -> 'my-plant', '3d-pose' -> 'pose-3d'."""
+    words = [w for w in suggest_slug(value).split("-") if w]
+    while words and words[0][0].isdigit():  # a label starts with a letter: move numbers last
+        if all(w[0].isdigit() for w in words):
+            return None
+        words.append(words.pop(0))
+    slug = "-".join(words)[:63].strip("-")
+    return slug or None

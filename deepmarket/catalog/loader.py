@@ -6,6 +6,7 @@ each, with an optional README and icon beside it).
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import os
 import stat
@@ -15,12 +16,16 @@ from deepmarket.catalog.icons import icon_is_safe
 from deepmarket.catalog.model import Catalog, Module, Problem
 from deepmarket.catalog.rules import (
     ICON_MAX,
+    README_MAX,
     FileFact,
     IndexEntry,
     catalog_rules,
+    icon_candidates,
     index_entries,
     lexical_path_problem,
     module_rules,
+    placeholder_problems,
+    readme_problems,
     referenced_files,
 )
 from deepmarket.catalog.schema import INDEX, MODULE, problems_from_schema
@@ -129,16 +134,35 @@ def file_facts(module_dir: Path, rels: list[str], base: str | None = None) -> di
     return facts
 
 
+def implicit_icon(module_dir: Path, data: dict) -> str | None:
+    """icon.svg or icon.png beside module.yml, used when there is no `icon:` key."""
+    for name in icon_candidates(data):
+        if os.path.lexists(os.path.join(module_dir, name)):  # noqa: PTH118
+            return name
+    return None
+
+
 def check_module_file(
     path: Path, display: str, dir_name: str | None, base: str | None = None
 ) -> ParsedYaml:
     """One module.yml: syntax, schema, and the rules over it and the files it references."""
     parsed = parse_file(path, display, MODULE_LIMITS, MODULE)
     if isinstance(parsed.data, dict):
-        refs = [rel for _, rel, _, _ in referenced_files(parsed.data)]
+        icon = implicit_icon(path.parent, parsed.data)
+        refs = [rel for _, rel, _, _ in referenced_files(parsed.data, icon)]
         flagged = frozenset(p.path for p in parsed.problems)
         facts = file_facts(path.parent, refs, base)
-        parsed.problems.extend(module_rules(parsed, dir_name, facts, flagged))
+        parsed.problems.extend(module_rules(parsed, dir_name, facts, flagged, icon))
+        parsed.problems.extend(placeholder_problems(parsed, parsed.problems))
+        readme = parsed.data.get("readme")
+        fact = facts.get(readme) if isinstance(readme, str) else None
+        if fact is not None and fact.kind == "file" and fact.size <= README_MAX:
+            try:
+                text = (path.parent / readme).read_bytes().decode("utf-8")
+            except (OSError, UnicodeDecodeError):
+                text = ""  # reported when the module is loaded
+            where = f"{display.rsplit('/', 1)[0]}/{readme}" if "/" in display else readme
+            parsed.problems.extend(readme_problems(text, where))
     return parsed
 
 
@@ -157,7 +181,10 @@ def _module_from(
             problems.append(parsed.problem(("readme",), f"cannot be read: {exc.strerror}"))
         except OSError:
             pass  # missing, a directory, a loop: module_rules reported it from its stat facts
-    icon = (module_dir / data["icon"]) if isinstance(data.get("icon"), str) else None
+    icon_name = (
+        data["icon"] if isinstance(data.get("icon"), str) else implicit_icon(module_dir, data)
+    )
+    icon = module_dir / icon_name if icon_name else None
     module = Module(
         id=data["id"], data=data, dir=module_dir, deploy=deploy, readme=readme, icon=icon
     )
@@ -245,16 +272,22 @@ def _scan(root: Path) -> tuple[Catalog, list[Problem]]:
 
 
 def validate_catalog(root: Path) -> list[Problem]:
-    """Every problem of the catalog at `root` (empty when it is valid)."""
+    """Every problem of the catalog at `root`, warnings included (empty when all is well)."""
     return scan_catalog(Path(root))[1]
 
 
 def load_catalog(root: Path) -> Catalog:
     """The catalog at `root` in marketplace order; raises `CatalogInvalid` listing every problem."""
     catalog, problems = scan_catalog(Path(root))
-    if problems:
-        raise CatalogInvalid(problems)
+    errors = [p for p in problems if p.is_error]
+    if errors:
+        raise CatalogInvalid(errors)
     return catalog
+
+
+def strict(problems: list[Problem]) -> list[Problem]:
+    """Warnings become errors: what CI (`CI=true`) and `validate --strict` apply."""
+    return [p if p.is_error else dataclasses.replace(p, severity="error") for p in problems]
 
 
 def validate_paths(paths: list[Path], root: Path) -> list[Problem]:

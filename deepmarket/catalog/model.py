@@ -13,13 +13,23 @@ from typing import Any
 
 @dataclass(frozen=True, order=True)
 class Problem:
-    """One validation error, located as precisely as the source allows."""
+    """One validation finding, located as precisely as the source allows.
+
+    `severity` is "error" (the catalog cannot be used) or "warning" (it can, but something would
+    embarrass the module on the marketplace, e.g. text left from the scaffold); `validate`
+    treats warnings as errors in CI (`CI=true`) or with `--strict`.
+    """
 
     file: str
     line: int | None = None
     col: int | None = None
     path: str = ""  # dotted field path inside the document, e.g. "links.source_code"
     message: str = ""
+    severity: str = "error"
+
+    @property
+    def is_error(self) -> bool:
+        return self.severity == "error"
 
     def __str__(self) -> str:
         where = self.file
@@ -27,8 +37,9 @@ class Problem:
             where += f":{self.line}"
             if self.col is not None:
                 where += f":{self.col}"
+        kind = " warning:" if self.severity == "warning" else ""
         field_part = f" {self.path}:" if self.path else ""
-        return f"{where}:{field_part} {self.message}"
+        return f"{where}:{kind}{field_part} {self.message}"
 
 
 @dataclass(frozen=True)

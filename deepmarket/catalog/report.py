@@ -26,7 +26,8 @@ def github_line(problem: Problem) -> str:
             props.append(f"col={problem.col}")
     if problem.path:
         props.append(f"title={_gh_property(problem.path)}")
-    return f"::error {','.join(props)}::{_gh_data(problem.message)}"
+    kind = "error" if problem.is_error else "warning"
+    return f"::{kind} {','.join(props)}::{_gh_data(problem.message)}"
 
 
 def render(problems: list[Problem], fmt: str, *, checked: int) -> str:
@@ -34,7 +35,7 @@ def render(problems: list[Problem], fmt: str, *, checked: int) -> str:
     if fmt == "json":
         return json.dumps(
             {
-                "valid": not problems,
+                "valid": not any(p.is_error for p in problems),
                 "checked": checked,
                 "problems": [
                     {
@@ -43,6 +44,7 @@ def render(problems: list[Problem], fmt: str, *, checked: int) -> str:
                         "col": p.col,
                         "path": p.path,
                         "message": p.message,
+                        "severity": p.severity,
                     }
                     for p in problems
                 ],
@@ -56,8 +58,18 @@ def render(problems: list[Problem], fmt: str, *, checked: int) -> str:
 
 def summary(problems: list[Problem], checked: int) -> str:
     """One closing line for people."""
-    if not problems:
-        return f"ok: {checked} module{'s' if checked != 1 else ''} valid"
-    files = len({p.file for p in problems})
-    n = len(problems)
-    return f"{n} problem{'s' if n != 1 else ''} in {files} file{'s' if files != 1 else ''}"
+    errors = [p for p in problems if p.is_error]
+    warnings = len(problems) - len(errors)
+    warned = ""
+    if warnings:
+        warned = (
+            f"{warnings} warning{'s' if warnings != 1 else ''} "
+            "(errors in CI and with --strict: fix them before opening a pull request)"
+        )
+    if not errors:
+        valid = f"ok: {checked} module{'s' if checked != 1 else ''} valid"
+        return f"{valid}; {warned}" if warned else valid
+    files = len({p.file for p in errors})
+    n = len(errors)
+    line = f"{n} problem{'s' if n != 1 else ''} in {files} file{'s' if files != 1 else ''}"
+    return f"{line}; {warned}" if warned else line

@@ -10,13 +10,17 @@ import io
 import re
 from typing import Any
 
+from deepmarket.catalog.formats import suggest_id
 from deepmarket.errors import UsageError, UserError
 
 ID_PATTERN = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
 MODULE_TEMPLATE = """\
-# Metadata of the {id} module. Every field marked TODO holds a placeholder that
-# validates but says nothing: replace it, then run `deepmarket validate`.
+# Metadata of the {id} module. Every field marked TODO holds a placeholder:
+# replace it (and every your-org), then run `deepmarket validate`. Placeholders
+# are warnings on your machine, so `deepmarket site serve` can preview the page,
+# and errors in CI: a pull request that still has them cannot be merged.
+# An icon.svg or icon.png beside this file is the module's icon (no key needed).
 # Reference: schemas/module.schema.json (each field is described there).
 id: {id}  # must stay equal to the directory name
 title: {title}  # TODO: a short name, at most 80 characters
@@ -54,10 +58,12 @@ how to call it (the inputs predict expects and what it returns) and how to train
 def check_new_id(module_id: str) -> None:
     """Refuse ids that cannot name a directory and a Kubernetes object (usage error)."""
     if len(module_id) > 63 or not ID_PATTERN.match(module_id):
+        guess = suggest_id(module_id)
+        fix = f"; e.g. {guess!r}" if guess and ID_PATTERN.match(guess) else ""
         raise UsageError(
             f"invalid module id {module_id!r}: use a DNS-1035 label (lowercase letters, digits "
             "and '-', starting with a letter, ending with a letter or digit, at most 63 "
-            "characters): it also names the module's Kubernetes Service"
+            f"characters): it also names the module's Kubernetes Service{fix}"
         )
 
 

@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from deepmarket.catalog.formats import CHECKS
+from deepmarket.catalog.formats import CHECKS, suggest_id, suggest_slug
 from deepmarket.catalog.model import Problem
 from deepmarket.catalog.yamlsource import ParsedYaml, Path_
 
@@ -98,7 +98,11 @@ def _message(error: Any) -> str:
     if "errorMessage" in schema and kw in ("pattern", "maxLength", "minLength"):
         if kw == "maxLength":
             return f"is {len(value)} characters long; at most {error.validator_value} allowed"
-        return f"{value!r} {schema['errorMessage']}"
+        fix = _pattern_fix(error)
+        rule = (
+            re.sub(r",? e\.g\. .*$", "", schema["errorMessage"]) if fix else schema["errorMessage"]
+        )
+        return f"{value!r} {rule}{fix}"
     if kw == "type":
         wanted = error.validator_value
         wanted = [wanted] if isinstance(wanted, str) else wanted
@@ -131,12 +135,30 @@ def _message(error: Any) -> str:
     return error.message
 
 
+def _pattern_fix(error: Any) -> str:
+    """A rewrite of the author's own value that the pattern accepts, when one is obvious."""
+    value = error.instance
+    if not isinstance(value, str):
+        return ""
+    path = [p for p in error.absolute_path if isinstance(p, str)]
+    field = path[-1] if path else ""
+    if field == "id" or field == "tags" or (path[:1] == ["tags"]):
+        guess = suggest_id(value) if field == "id" else suggest_slug(value)
+        if guess and guess != value and re.search(error.validator_value, guess):
+            return f"; write it as {guess!r}"
+    if error.validator_value == "^https?://" and ":" not in value.split("/")[0]:
+        guess = "https://" + value.lstrip("/")
+        return f"; write {guess!r}"
+    return ""
+
+
 def problems_from_schema(parsed: ParsedYaml, name: str) -> list[Problem]:
     """Validate parsed data against a schema; every error located at its field."""
     if fast_validator(name).is_valid(parsed.data):
         return []
     out: list[Problem] = []
     seen: set[Problem] = set()
+    valued: set[Path_] = set()
     for error in validator(name).iter_errors(parsed.data):
         path: Path_ = tuple(error.absolute_path)
         kw = error.validator
@@ -168,7 +190,10 @@ def problems_from_schema(parsed: ParsedYaml, name: str) -> list[Problem]:
                             f"missing required field {key!r}",
                         )
                     )
+        elif path in valued:
+            continue  # one message per value: e.g. a URL without scheme fails format and pattern
         else:
+            valued.add(path)
             out.append(parsed.problem(path, _message(error)))
     if not out:  # the two validators disagree: never let the fast one's verdict pass silently
         for error in fast_validator(name).iter_errors(parsed.data):

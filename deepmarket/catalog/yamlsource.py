@@ -330,6 +330,22 @@ def _build(text: str, parsed: ParsedYaml, limits: Limits) -> Any:
     return root
 
 
+_KEY_VALUE = re.compile(r"^(\s*(?:- )?)([^\s:#'\"][^:#]*?):\s+(.*?)\s*(#.*)?$")
+
+
+def syntax_hint(text: str, line: int | None, what: str) -> str:
+    """How to fix the commonest YAML mistakes of module authors, from the offending line."""
+    if line is None or "mapping values are not allowed" not in what:
+        return ""
+    lines = text.splitlines()
+    source = lines[line - 1] if 0 < line <= len(lines) else ""
+    m = _KEY_VALUE.match(source)
+    if not m or not m.group(3) or m.group(3)[0] in "'\"[{|>":
+        return "; a value that contains ': ' must be put in quotes"
+    quoted = "'" + m.group(3).replace("'", "''") + "'"
+    return f"; the value contains ': ', so put it in quotes: {m.group(2)}: {quoted}"
+
+
 def parse_yaml(raw: bytes, file: str, limits: Limits = Limits()) -> ParsedYaml:
     """Parse one catalog file. Problems are collected, never raised."""
     parsed = ParsedYaml(file)
@@ -354,7 +370,8 @@ def parse_yaml(raw: bytes, file: str, limits: Limits = Limits()) -> ParsedYaml:
             or str(exc).splitlines()[0]
         )
         line, col = (mark.line + 1, mark.column + 1) if mark is not None else (None, None)
-        parsed.problems.append(Problem(file, line, col, "", f"YAML syntax error: {what}"))
+        hint = syntax_hint(text, line, what)
+        parsed.problems.append(Problem(file, line, col, "", f"YAML syntax error: {what}{hint}"))
         parsed.data = None
     except RecursionError:  # pragma: no cover - depth is limited above; belt and braces
         parsed.problems.append(Problem(file, None, None, "", "YAML nesting is too deep"))

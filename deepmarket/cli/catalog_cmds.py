@@ -29,6 +29,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="text",
         help="text (file:line:col: field: message), json, or github annotations",
     )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        default=None,
+        help="treat warnings (text left from the scaffold, duplicate titles or repositories) "
+        "as errors; the default when the environment has CI=true",
+    )
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser(
@@ -60,8 +67,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_import)
 
 
+def in_ci() -> bool:
+    """CI services (GitHub Actions, GitLab, …) set CI=true."""
+    import os
+
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
-    from deepmarket.catalog.loader import scan_catalog, validate_paths
+    from deepmarket.catalog.loader import scan_catalog, strict, validate_paths
     from deepmarket.catalog.report import render, summary
 
     if args.paths:
@@ -70,12 +84,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
     else:
         catalog, problems = scan_catalog(args.root)
         checked = len(catalog)
+    if args.strict or (args.strict is None and in_ci()):
+        problems = strict(problems)
     out = render(problems, args.format, checked=checked)
     if out:
         print(out)
     if args.format != "json":
         print(summary(problems, checked), file=sys.stderr)
-    return 1 if problems else 0
+    return 1 if any(p.is_error for p in problems) else 0
 
 
 def table(rows: list[list[str]]) -> str:
@@ -152,9 +168,12 @@ def cmd_new(args: argparse.Namespace) -> int:
     files = module_scaffold(args.id, dt.date.today())
     for path in add_module_files(args.root, args.id, files):
         print(f"wrote {path}")
+    module_dir = args.root / "catalog" / args.id
     print(
-        f"next: fill in the TODOs in {args.root / 'catalog' / args.id / 'module.yml'}, "
-        "run `deepmarket validate`, and open a pull request",
+        f"next: replace every TODO and your-org placeholder in {module_dir / 'module.yml'} and "
+        f"{module_dir / 'README.md'}; put an icon.svg or icon.png beside them if you have one; "
+        "preview with `deepmarket site serve`; then `deepmarket validate` (placeholders are "
+        "warnings here and errors in CI) and open a pull request",
         file=sys.stderr,
     )
     return 0
@@ -191,12 +210,15 @@ def cmd_import(args: argparse.Namespace) -> int:
     module_file = written[0]
     problems = validate_paths([module_file], args.root)
     if problems:
+        failed = any(p.is_error for p in problems)
         print(
-            f"{module_file} does not validate yet; fix these and run `deepmarket validate`:",
+            f"{module_file} does not validate yet; fix these and run `deepmarket validate`:"
+            if failed
+            else f"{module_file} is valid, but CI will refuse these warnings; fix them:",
             file=sys.stderr,
         )
         for problem in problems:
             print(str(problem), file=sys.stderr)
-        return 1
+        return 1 if failed else 0
     print(f"{module_file} is valid", file=sys.stderr)
     return 0
