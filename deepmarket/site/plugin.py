@@ -20,7 +20,7 @@ from mkdocs.structure.files import File, Files, InclusionLevel
 from mkdocs.structure.pages import Page
 from mkdocs.utils import get_relative_url
 
-from deepmarket.catalog import CatalogInvalid, load_catalog
+from deepmarket.catalog import CatalogInvalid, scan_catalog
 from deepmarket.catalog.icons import icon_is_safe
 from deepmarket.catalog.model import Catalog, Module
 from deepmarket.errors import UserError
@@ -49,6 +49,9 @@ class DeepMarketPlugin(BasePlugin[DeepMarketConfig]):
     def __init__(self) -> None:
         self.catalog: Catalog | None = None
         self.error: str | None = None  # why the last build failed, for `deepmarket site build`
+        self.serving = False  # `mkdocs serve`: a broken catalog shows an error page instead
+        self.last_good: dict[Path, Catalog] = {}  # per root: what to show while it is broken
+        self.failure: list[str] = []  # located problems shown on every page while serving
         self.base_url: str | None = None
         self.pages: dict[str, Module] = {}  # src_uri of a generated page → its module
         self.page_files: dict[str, File] = {}  # module id → its page file
@@ -57,18 +60,35 @@ class DeepMarketPlugin(BasePlugin[DeepMarketConfig]):
 
     # -- configuration -------------------------------------------------------------------
 
+    def on_startup(self, *, command: str, dirty: bool) -> None:
+        # Defining on_startup also keeps this instance across `serve` rebuilds (mkdocs >= 1.4),
+        # which is what lets a broken catalog fall back to the last one that loaded.
+        self.serving = command == "serve"
+
     def on_config(self, config: MkDocsConfig) -> MkDocsConfig:
         default_root = Path(config.config_file_path or "mkdocs.yml").parent
         root = Path(self.config.catalog or os.environ.get(ENV_CATALOG) or default_root).resolve()
+        self.failure = []
         try:
-            self.catalog = load_catalog(root)
+            catalog, problems = scan_catalog(root)
+            errors = [p for p in problems if p.is_error]
+            if errors:
+                raise CatalogInvalid(errors)
+            for problem in problems:  # warnings: the site builds, the author should still know
+                log.info("deepmarket: %s", problem)
+            self.catalog = catalog
+            self.last_good[root] = catalog
         except CatalogInvalid as exc:
             problems = "\n".join(f"  {p}" for p in exc.problems) or f"  {exc}"
             self.error = f"the catalog in {root} is invalid; fix these and build again:\n{problems}"
-            raise PluginError(f"deepmarket: {self.error}") from None
+            if not self.serving:
+                raise PluginError(f"deepmarket: {self.error}") from None
+            self._serve_broken(root, [str(p) for p in exc.problems])
         except UserError as exc:  # e.g. no modules.yml at all
             self.error = f"cannot load the catalog in {root}: {exc}"
-            raise PluginError(f"deepmarket: {self.error}") from None
+            if not self.serving:
+                raise PluginError(f"deepmarket: {self.error}") from None
+            self._serve_broken(root, [str(exc)])
         self.base_url = (self.config.deploy_base_url or os.environ.get(ENV_BASE_URL, "")).strip()
         self.base_url = self.base_url or None
         if self.base_url and not render.safe_url(self.base_url):
@@ -89,6 +109,31 @@ class DeepMarketPlugin(BasePlugin[DeepMarketConfig]):
             if path not in [str(x) for x in target]:
                 target.append(path)
         return config
+
+    def _serve_broken(self, root: Path, problems: list[str]) -> None:
+        """While serving, a broken catalog is reported, never fatal: mkdocs' dev server stalls
+        every request after a failed rebuild, so the build goes on with the last catalog that
+        loaded (or none) and every page says what to fix."""
+        self.failure = problems
+        log.warning(
+            "deepmarket: the catalog in %s has %d problem%s; showing the last version that "
+            "loaded until they are fixed:\n%s",
+            root,
+            len(problems),
+            "" if len(problems) == 1 else "s",
+            "\n".join(f"  {p}" for p in problems),
+        )
+        self.catalog = self.last_good.get(root) or Catalog(root=root)
+
+    def on_post_page(self, output: str, /, *, page: Page, config: MkDocsConfig) -> str | None:
+        return render.with_error_panel(output, self.failure) if self.failure else output
+
+    def on_post_template(
+        self, output_content: str, /, *, template_name: str, config: MkDocsConfig
+    ) -> str | None:
+        if self.failure and template_name == "404.html":
+            return render.with_error_panel(output_content, self.failure)
+        return output_content
 
     # -- files ---------------------------------------------------------------------------
 

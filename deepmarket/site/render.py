@@ -420,3 +420,33 @@ def fill_slots(content: str, slots: dict[str, str]) -> str:
     for marker, value in slots.items():
         content = content.replace(marker, value, 1)
     return content
+
+
+def error_panel(problems: list[str]) -> str:
+    """What `deepmarket site serve` shows on every page while the catalog cannot be loaded."""
+    items = []
+    for text in problems:
+        where, sep, rest = text.partition(": ")
+        if sep and re.match(r"^[^\s]+:\d+(:\d+)?$|^[^\s]+\.(yml|md)$", where):
+            items.append(f"<li><code>{esc(where)}</code> {esc(rest)}</li>")
+        else:
+            items.append(f"<li>{esc(text)}</li>")
+    n = len(problems)
+    return (
+        '<div class="dm-build-error" role="alert">'
+        f"<p><strong>The catalog has {n} problem{'s' if n != 1 else ''}.</strong> "
+        "This preview shows the last version that loaded. Fix "
+        f"{'it' if n == 1 else 'them'} and save: the page reloads by itself.</p>"
+        f"<ul>{''.join(items)}</ul></div>"
+    )
+
+
+def with_error_panel(page_html: str, problems: list[str]) -> str:
+    """The page with the error panel first inside its main content (or its body)."""
+    panel = error_panel(problems)
+    for anchor in ('<article class="md-content__inner md-typeset">', "<body"):
+        at = page_html.find(anchor)
+        if at >= 0:
+            end = page_html.index(">", at) + 1
+            return page_html[:end] + panel + page_html[end:]
+    return panel + page_html
