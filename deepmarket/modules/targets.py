@@ -6,6 +6,7 @@ point) or a catalog id (its module.yml names the model in `runtime.model`).
 
 from __future__ import annotations
 
+import contextlib
 import tomllib
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -30,12 +31,81 @@ def installed_models() -> dict[str, str]:
 
 
 def models_in_pyproject(pyproject: Path) -> list[str]:
+    """Entry-point names a pyproject.toml declares, PEP 621 or Poetry style."""
     try:
         data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise UsageError(f"{pyproject}: cannot read it: {exc}") from None
-    group = data.get("project", {}).get("entry-points", {}).get(ENTRY_POINT_GROUP, {})
-    return sorted(group)
+    project = data.get("project", {}).get("entry-points", {}).get(ENTRY_POINT_GROUP, {})
+    poetry = data.get("tool", {}).get("poetry", {}).get("plugins", {}).get(ENTRY_POINT_GROUP, {})
+    return sorted({*project, *poetry})
+
+
+def models_in_setup_cfg(setup_cfg: Path) -> list[str]:
+    """Entry-point names under [options.entry_points] or [entry_points] of a setup.cfg."""
+    import configparser
+
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        parser.read_string(setup_cfg.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, configparser.Error) as exc:
+        raise UsageError(f"{setup_cfg}: cannot read it: {exc}") from None
+    names: set[str] = set()
+    for section in ("options.entry_points", "entry_points"):
+        if parser.has_option(section, ENTRY_POINT_GROUP):
+            for line in parser.get(section, ENTRY_POINT_GROUP).splitlines():
+                name, sep, _ = line.partition("=")
+                if sep and name.strip():
+                    names.add(name.strip())
+    return sorted(names)
+
+
+def _distribution_name(pyproject: Path) -> str | None:
+    try:
+        data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return None
+    name = data.get("project", {}).get("name") or data.get("tool", {}).get("poetry", {}).get("name")
+    return str(name) if name else None
+
+
+def models_installed_from(name: str) -> list[str]:
+    """Entry-point names the installed distribution `name` declares (dynamic metadata,
+    setup.py-only packages)."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        dist = distribution(name)
+    except PackageNotFoundError:
+        return []
+    return sorted({ep.name for ep in dist.entry_points if ep.group == ENTRY_POINT_GROUP})
+
+
+def declared_models(package_dir: Path) -> tuple[list[str], str]:
+    """The deepaas.v2.model entry points a package directory declares, and where they were
+    found: pyproject.toml (PEP 621 or Poetry), setup.cfg, else the installed distribution's
+    metadata (for setup.py or dynamic declarations). ([], "") when nothing says."""
+    pyproject = package_dir / "pyproject.toml"
+    setup_cfg = package_dir / "setup.cfg"
+    if pyproject.is_file() and (names := models_in_pyproject(pyproject)):
+        return names, str(pyproject)
+    if setup_cfg.is_file() and (names := models_in_setup_cfg(setup_cfg)):
+        return names, str(setup_cfg)
+    candidates = []
+    if pyproject.is_file() and (name := _distribution_name(pyproject)):
+        candidates.append(name)
+    if setup_cfg.is_file():
+        import configparser
+
+        parser = configparser.ConfigParser(interpolation=None)
+        with contextlib.suppress(OSError, UnicodeDecodeError, configparser.Error):
+            parser.read_string(setup_cfg.read_text(encoding="utf-8"))
+            if parser.has_option("metadata", "name"):
+                candidates.append(parser.get("metadata", "name"))
+    for name in candidates:
+        if names := models_installed_from(name):
+            return names, f"the installed distribution {name!r}"
+    return [], ""
 
 
 def read_entry(catalog_root: Path, module_id: str) -> tuple[dict[str, Any], Path]:
@@ -73,16 +143,25 @@ def model_in_catalog(catalog_root: Path, module_id: str) -> str:
 def resolve(target: str, catalog_root: Path, installed: dict[str, str]) -> ServeTarget:
     """Decide what to serve; fail with the command that fixes a missing installation."""
     path = Path(target)
-    if path.is_dir() and (path / "pyproject.toml").is_file():
-        names = models_in_pyproject(path / "pyproject.toml")
+    packaging = ("pyproject.toml", "setup.cfg", "setup.py")
+    if path.is_dir() and any((path / name).is_file() for name in packaging):
+        names, where = declared_models(path)
         if len(names) != 1:
             raise UserError(
-                f"{path / 'pyproject.toml'}: declares {len(names)} '{ENTRY_POINT_GROUP}' "
-                f"entry points ({', '.join(names) or 'none'}); a module declares exactly one"
+                f"{path}: declares {len(names)} '{ENTRY_POINT_GROUP}' entry points "
+                f"({', '.join(names) or 'none'}"
+                + (
+                    f", in {where}"
+                    if where
+                    else "; install the package first if setup.py declares them"
+                )
+                + "); a module declares exactly one"
             )
         found = ServeTarget(names[0], str(path), path)
     elif path.is_dir():
-        raise UsageError(f"{path}: a module package directory needs a pyproject.toml")
+        raise UsageError(
+            f"{path}: a module package directory needs a pyproject.toml, setup.cfg or setup.py"
+        )
     else:
         found = ServeTarget(model_in_catalog(catalog_root, target), f"catalog entry {target}")
     if found.model not in installed:
