@@ -54,17 +54,58 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "import",
-        help="convert a DEEP v1 metadata.json or AI4OS v2 ai4-metadata.yml/json into an entry",
-        description="Convert existing module metadata into catalog/<id>/module.yml, append the "
-        "id to modules.yml, say what could not be mapped, and validate the result.",
+        help="convert DEEP v1 metadata.json / AI4OS v2 ai4-metadata.yml files into entries",
+        description="Convert existing module metadata into catalog/<id>/module.yml and append "
+        "the id to modules.yml. Each file is converted, then validated in a scratch catalog: "
+        "nothing is written unless the entry validates (--draft keeps an invalid one, marked "
+        "as a draft). A directory is searched for metadata files; where a v2 file and a v1 "
+        "metadata.json lie side by side, the v2 file is imported. Every rewrite, guess and "
+        "dropped value is reported and kept as a comment at the top of module.yml. Ends with "
+        "a table (file, id, result, notes). Exit 0 when every file imported, 1 otherwise.",
     )
-    p.add_argument("source", type=Path, help="metadata.json, ai4-metadata.yml or .json")
-    p.add_argument("--id", dest="module_id", help="module id (default: from the image name)")
-    p.add_argument("--image", help="container image pinned by tag or digest (runtime.image)")
+    p.add_argument(
+        "sources", nargs="+", type=Path, metavar="PATH", help="metadata files or directories"
+    )
+    p.add_argument(
+        "--id", dest="module_id", help="module id (one file only; default: from the image name)"
+    )
+    p.add_argument("--image", help="container image pinned by tag or digest (one file only)")
     p.add_argument("--license", dest="licence", help="SPDX licence id, when the source has none")
     p.add_argument("--root", type=Path, default=Path(), help="catalog root (default: .)")
-    p.add_argument("--dry-run", action="store_true", help="print module.yml, write nothing")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print each module.yml and the table, write nothing (id clashes are reported)",
+    )
+    p.add_argument(
+        "--draft",
+        action="store_true",
+        help="write entries that do not validate yet, marked as drafts listing their problems",
+    )
     p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser(
+        "export",
+        help="write catalog entries as AI4OS v2 ai4-metadata.yml or schema.org JSON-LD",
+        description="Export catalog modules for other platforms: ai4os-v2 writes an "
+        "ai4-metadata.yml that AI4OS's `ai4-metadata validate` accepts; jsonld writes a "
+        "schema.org SoftwareApplication (what search engines read).",
+    )
+    p.add_argument("ids", nargs="*", metavar="ID", help="module ids (or --all)")
+    p.add_argument("--all", action="store_true", help="every module of the catalog")
+    p.add_argument("--format", choices=("ai4os-v2", "jsonld"), default="ai4os-v2")
+    p.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        metavar="DIR",
+        help="write <id>.ai4-metadata.yml / <id>.jsonld files here (default: print one)",
+    )
+    p.add_argument("--root", type=Path, default=Path(), help="catalog root (default: .)")
+    p.add_argument(
+        "--base-url", default="", help="the marketplace's URL, for links to module pages"
+    )
+    p.set_defaults(func=cmd_export)
 
 
 def in_ci() -> bool:
@@ -180,45 +221,85 @@ def cmd_new(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from deepmarket.catalog.importers import convert, module_yaml
-    from deepmarket.catalog.loader import read_capped, validate_paths
-    from deepmarket.catalog.model import Problem
-    from deepmarket.catalog.scaffold import check_new_id
-    from deepmarket.catalog.yamlsource import Limits, parse_yaml
-    from deepmarket.errors import UsageError, UserError
+    from deepmarket.catalog import importio
+    from deepmarket.errors import UsageError
 
-    limits = Limits(max_bytes=1024 * 1024, max_depth=32, max_nodes=50_000)
-    raw = read_capped(args.source, str(args.source), limits.max_bytes)
-    if isinstance(raw, Problem):
-        raise UsageError(str(raw))
-    parsed = parse_yaml(raw, str(args.source), limits)  # JSON is YAML: one parser for both
-    if parsed.problems:
-        raise UserError(str(parsed.problems[0]))
-    imported = convert(
-        parsed.data, module_id=args.module_id, image=args.image, licence=args.licence
-    )
-    check_new_id(imported.id)
-    text = module_yaml(imported, args.source.name)
-    for note in imported.notes:
+    sources, skipped = importio.find_sources(args.sources)
+    if len(sources) > 1 and (args.module_id or args.image):
+        raise UsageError("--id and --image name one module: give them with a single file")
+    for note in skipped:
         print(f"import: {note}", file=sys.stderr)
-    if args.dry_run:
-        print(text, end="")
-        return 0
-    written = add_module_files(args.root, imported.id, {"module.yml": text})
-    for path in written:
-        print(f"wrote {path}")
-    module_file = written[0]
-    problems = validate_paths([module_file], args.root)
-    if problems:
-        failed = any(p.is_error for p in problems)
-        print(
-            f"{module_file} does not validate yet; fix these and run `deepmarket validate`:"
-            if failed
-            else f"{module_file} is valid, but CI will refuse these warnings; fix them:",
-            file=sys.stderr,
+    rows = [["FILE", "ID", "RESULT", "NOTES"]]
+    taken: set[str] = set()
+    failed = 0
+    for source in sources:
+        outcome = importio.prepare(
+            source,
+            args.root,
+            module_id=args.module_id,
+            image=args.image,
+            licence=args.licence,
+            draft=args.draft,
+            taken=taken,
         )
-        for problem in problems:
-            print(str(problem), file=sys.stderr)
-        return 1 if failed else 0
-    print(f"{module_file} is valid", file=sys.stderr)
+        taken.add(outcome.id)
+        prefix = f"import: {source}: " if len(sources) > 1 else "import: "
+        for note in outcome.notes:
+            print(f"{prefix}{note}", file=sys.stderr)
+        for problem in outcome.problems:
+            print(problem, file=sys.stderr)
+        result = outcome.result
+        if args.dry_run:
+            if outcome.text and result in ("valid", "invalid", "draft"):
+                print(outcome.text, end="")
+        elif result in ("valid", "draft"):
+            for path in importio.write(args.root, outcome):
+                print(f"wrote {path}", file=sys.stderr)
+            result = "written" if result == "valid" else "draft written"
+        if outcome.result == "invalid":
+            print(
+                f"{source}: the entry does not validate (above); nothing written. Fix the "
+                "source or pass what it lacks, or keep a draft with --draft",
+                file=sys.stderr,
+            )
+        failed += outcome.result != "valid"
+        rows.append([str(source), outcome.id or "-", result, str(len(outcome.notes))])
+    print(table(rows), file=sys.stderr)
+    ok = len(sources) - failed
+    print(
+        f"{ok} of {len(sources)} file{'s' if len(sources) != 1 else ''} "
+        f"{'would import' if args.dry_run else 'imported'} as valid entries",
+        file=sys.stderr,
+    )
+    return 1 if failed else 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from deepmarket.catalog import export, load_catalog
+    from deepmarket.errors import UsageError
+
+    if bool(args.ids) == bool(args.all):
+        raise UsageError("name module ids or give --all (not both)")
+    catalog = load_catalog(args.root)
+    by_id = {m.id: m for m in catalog}
+    unknown = [i for i in args.ids if i not in by_id]
+    if unknown:
+        raise UsageError(
+            f"not in the catalog: {', '.join(unknown)} (known: {', '.join(sorted(by_id))})"
+        )
+    modules = list(catalog) if args.all else [by_id[i] for i in args.ids]
+    if len(modules) > 1 and args.output is None:
+        raise UsageError("several modules: give -o DIR to write one file each")
+    for module in modules:
+        if args.format == "ai4os-v2":
+            text, name = export.ai4os_v2_yaml(module), f"{module.id}.ai4-metadata.yml"
+        else:
+            page = f"{args.base_url.rstrip('/')}/modules/{module.id}/" if args.base_url else None
+            text, name = export.jsonld_text(module, page), f"{module.id}.jsonld"
+        if args.output is None:
+            print(text, end="")
+        else:
+            args.output.mkdir(parents=True, exist_ok=True)
+            (args.output / name).write_text(text, encoding="utf-8")
+            print(f"wrote {args.output / name}", file=sys.stderr)
     return 0
