@@ -20,7 +20,7 @@ from mkdocs.structure.files import File, Files, InclusionLevel
 from mkdocs.structure.pages import Page
 from mkdocs.utils import get_relative_url
 
-from deepmarket.catalog import CatalogInvalid, scan_catalog
+from deepmarket.catalog import CatalogInvalid, export, scan_catalog
 from deepmarket.catalog.icons import icon_is_safe
 from deepmarket.catalog.model import Catalog, Module
 from deepmarket.errors import UserError
@@ -174,6 +174,11 @@ class DeepMarketPlugin(BasePlugin[DeepMarketConfig]):
             doc = api.module_document(module, entry)
             path = api.module_path(module.id)
             self._add(files, File.generated(config, path, content=api.dumps(doc)))
+            page_url = self._absolute(self.page_files[module.id].url, config)
+            jsonld = export.jsonld_text(module, page_url)
+            self._add(
+                files, File.generated(config, path[: -len(".json")] + ".jsonld", content=jsonld)
+            )
         self._add(
             files,
             File.generated(config, api.INDEX_PATH, content=api.dumps(api.index_document(entries))),
@@ -226,6 +231,15 @@ class DeepMarketPlugin(BasePlugin[DeepMarketConfig]):
             return html.replace(render.HOME_MARKER, self._marketplace(page), 1)
         return html
 
+    def on_post_page(self, output: str, /, *, page: Page, config: MkDocsConfig) -> str | None:
+        """Put the module's schema.org JSON-LD (the same as api/modules/<id>.jsonld) in the
+        page's <head>, where search engines look for it."""
+        module = self.pages.get(page.file.src_uri)
+        if module is None or "</head>" not in output:
+            return output
+        script = export.jsonld_script(module, self._absolute(page.url, config))
+        return output.replace("</head>", script + "</head>", 1)
+
     def _marketplace(self, page: Page) -> str:
         assert self.catalog is not None
         cards = [
@@ -237,6 +251,12 @@ class DeepMarketPlugin(BasePlugin[DeepMarketConfig]):
             for module in self.catalog
         ]
         return render.marketplace_html(cards, render.facets(self.catalog))
+
+    @staticmethod
+    def _absolute(url: str, config: MkDocsConfig) -> str | None:
+        """A site URL made absolute with `site_url`, when the site knows its address."""
+        site = str(config.site_url or "")
+        return site.rstrip("/") + "/" + url.lstrip("/") if site else None
 
     @staticmethod
     def _rel(file: File | None, page: Page) -> str | None:

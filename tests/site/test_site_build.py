@@ -213,3 +213,15 @@ def test_site_serve_serves_the_marketplace(generated_site, tmp_path):
     finally:
         process.terminate()
         process.wait(timeout=15)
+
+
+def test_module_pages_carry_schema_org_jsonld(generated_site):
+    for data in generated_site.modules:
+        published = generated_site.out / "api" / "modules" / f"{data['id']}.jsonld"
+        doc = json.loads(published.read_text())
+        assert doc["@type"] == "SoftwareApplication" and doc["name"] == data["title"]
+        html = (generated_site.out / "modules" / data["id"] / "index.html").read_text()
+        head = html[: html.index("</head>")]
+        found = re.search(r'<script type="application/ld\+json">(.*?)</script>', head)
+        assert found, data["id"]
+        assert json.loads(found.group(1)) == doc
