@@ -126,6 +126,7 @@ class DeepMarketPlugin(BasePlugin[DeepMarketConfig]):
         self.catalog = self.last_good.get(root) or Catalog(root=root)
 
     def on_post_page(self, output: str, /, *, page: Page, config: MkDocsConfig) -> str | None:
+        output = self._with_jsonld(output, page, config)
         return render.with_error_panel(output, self.failure) if self.failure else output
 
     def on_post_template(
@@ -231,7 +232,7 @@ class DeepMarketPlugin(BasePlugin[DeepMarketConfig]):
             return html.replace(render.HOME_MARKER, self._marketplace(page), 1)
         return html
 
-    def on_post_page(self, output: str, /, *, page: Page, config: MkDocsConfig) -> str | None:
+    def _with_jsonld(self, output: str, page: Page, config: MkDocsConfig) -> str:
         """Put the module's schema.org JSON-LD (the same as api/modules/<id>.jsonld) in the
         page's <head>, where search engines look for it."""
         module = self.pages.get(page.file.src_uri)
