@@ -15,10 +15,19 @@ from deepmarket.cli import (
     dev_cmds,
     module_cmds,
     site_cmds,
+    submit_cmds,
 )
 from deepmarket.errors import UserError
 
-SURFACES = (catalog_cmds, site_cmds, module_cmds, dev_cmds, controller_cmds, demo_cmds)
+SURFACES = (
+    catalog_cmds,
+    site_cmds,
+    module_cmds,
+    dev_cmds,
+    controller_cmds,
+    demo_cmds,
+    submit_cmds,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,249 @@
+"""Subcommand: submit (open or update the pull request that adds a module upstream)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from deepmarket.errors import UsageError, UserError
+
+TOKEN_ENV = "GITHUB_TOKEN"
+MAX_FILES = 200  # a module folder is metadata, a README and an icon, not a dataset
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add this surface's subcommands to the `deepmarket` parser."""
+    p = sub.add_parser(
+        "submit",
+        help="open (or update) the pull request that adds your module to the catalog",
+        description="Validate the module, then open the pull request that adds it upstream: "
+        "fork when you cannot push there, put one commit with catalog/<id>/ and the "
+        "modules.yml change on branch add-<id> (update-<id> for a module already listed) "
+        "and open the pull request; run it again after an edit to update the same branch "
+        f"and pull request. The token comes from ${TOKEN_ENV} or --token-file and is "
+        "never printed or stored.",
+    )
+    p.add_argument(
+        "ids",
+        nargs="*",
+        metavar="ID",
+        help="module ids (default: every module whose folder differs from upstream's)",
+    )
+    p.add_argument("--root", type=Path, default=Path(), help="catalog root (default: .)")
+    p.add_argument(
+        "--repo",
+        metavar="OWNER/NAME",
+        help="upstream repository (default: from the git remote 'upstream', else 'origin')",
+    )
+    p.add_argument(
+        "--github-url",
+        metavar="URL",
+        help="GitHub Enterprise web root, e.g. https://ghe.example.org (default: github.com, "
+        "or the remote's host)",
+    )
+    p.add_argument(
+        "--token-file",
+        type=Path,
+        metavar="PATH",
+        help=f"read the token from this file instead of ${TOKEN_ENV}",
+    )
+    p.add_argument("--base", help="upstream branch to target (default: its default branch)")
+    p.add_argument(
+        "--fork-timeout",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="how long to wait for GitHub to finish a new fork (default: 300)",
+    )
+    p.set_defaults(func=cmd_submit)
+
+
+# --- inputs ----------------------------------------------------------------------------
+
+
+def read_token(env: dict[str, str], token_file: Path | None, root: Path) -> str:
+    """The token, from --token-file or $GITHUB_TOKEN; refuses a file git would commit."""
+    if token_file is not None:
+        try:
+            text = token_file.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise UsageError(f"--token-file {token_file} does not exist") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(
+                f"--token-file {token_file} cannot be read ({exc.__class__.__name__})"
+            ) from None
+        if _committable(token_file, root):
+            raise UsageError(
+                f"--token-file {token_file} is inside the repository and not ignored by git: "
+                "move it out (e.g. to ~/.config/deepmarket/token) so it is never committed"
+            )
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        if len(lines) != 1 or any(c.isspace() for c in lines[0]):
+            raise UsageError(f"--token-file {token_file} must hold the token alone on one line")
+        return lines[0]
+    token = env.get(TOKEN_ENV, "").strip()
+    if not token:
+        raise UsageError(
+            f"no GitHub token: set {TOKEN_ENV} (e.g. export {TOKEN_ENV}=$(gh auth token)) or "
+            "pass --token-file PATH; it needs the 'repo' scope (classic) or Contents and Pull "
+            "requests read/write (fine-grained)"
+        )
+    return token
+
+
+def _git_repo(root: Path) -> Any:
+    import pygit2
+
+    try:
+        path = pygit2.discover_repository(str(root.resolve()))
+    except pygit2.GitError:
+        return None
+    return pygit2.Repository(path) if path else None
+
+
+def _committable(path: Path, root: Path) -> bool:
+    repo = _git_repo(root)
+    if repo is None or repo.workdir is None:
+        return False
+    workdir = Path(repo.workdir).resolve()
+    try:
+        rel = path.resolve().relative_to(workdir)
+    except ValueError:
+        return False
+    return not repo.path_is_ignored(rel.as_posix())
+
+
+def find_upstream(args: argparse.Namespace) -> Any:
+    from deepmarket.contrib import plan
+
+    web = args.github_url.rstrip("/") if args.github_url else None
+    if web and not web.startswith(("https://", "http://")):
+        raise UsageError(f"--github-url {args.github_url!r} must start with https://")
+    if args.repo:
+        return plan.parse_repo(args.repo, web or f"https://{plan.GITHUB_COM}")
+    repo = _git_repo(args.root)
+    remotes = {r.name: r.url for r in repo.remotes if r.url} if repo is not None else {}
+    found = plan.choose_remote(remotes)
+    if found is None:
+        raise UsageError(
+            "cannot tell the upstream repository: no git remote 'upstream' or 'origin' names "
+            "a GitHub repository here; pass --repo OWNER/NAME"
+        )
+    if web:
+        found = plan.Upstream(found.owner, found.name, web)
+    return found
+
+
+def module_files(module_dir: Path, root: Path) -> dict[str, bytes]:
+    """Every file of the module folder that git would commit (no dotfiles, nothing git
+    ignores), by '/'-path relative to the folder."""
+    repo = _git_repo(root)
+    workdir = Path(repo.workdir).resolve() if repo is not None and repo.workdir else None
+    files: dict[str, bytes] = {}
+    for path in sorted(module_dir.rglob("*")):
+        rel = path.relative_to(module_dir)
+        if any(part.startswith(".") for part in rel.parts):
+            continue
+        if path.is_symlink():
+            raise UserError(f"{path} is a symlink; a module folder holds plain files only")
+        if not path.is_file():
+            continue
+        if workdir is not None:
+            try:
+                if repo.path_is_ignored(path.resolve().relative_to(workdir).as_posix()):
+                    continue
+            except ValueError:
+                pass
+        files[rel.as_posix()] = path.read_bytes()
+        if len(files) > MAX_FILES:
+            raise UserError(f"{module_dir} holds more than {MAX_FILES} files; keep data elsewhere")
+    return files
+
+
+def check_module(root: Path, module_id: str, catalog: Any, problems: list) -> Any:
+    """The module, once it validates and holds no placeholder; else print every problem
+    (the validator's lines) and refuse."""
+    from deepmarket.catalog.loader import INDEX_FILE
+    from deepmarket.contrib import plan
+
+    prefix = f"catalog/{module_id}/"
+    mine = [p for p in problems if p.file.startswith(prefix) or p.file == INDEX_FILE]
+    module_yml = root / "catalog" / module_id / "module.yml"
+    if module_yml.is_file():
+        mine += plan.leftover_todos(
+            module_yml.read_text(encoding="utf-8", errors="replace"), prefix + "module.yml"
+        )
+    module = next((m for m in catalog if m.id == module_id), None)
+    if module is None and not mine:
+        raise UserError(
+            f"module {module_id!r} is not in {root / 'modules.yml'} and catalog/; create it "
+            f"with `deepmarket new {module_id}`"
+        )
+    if mine:
+        for problem in sorted(mine):
+            print(str(problem), file=sys.stderr)
+        n = len(mine)
+        raise UserError(
+            f"{module_id}: {n} problem{'s' if n != 1 else ''} (above); fix "
+            f"{'it' if n == 1 else 'them'} and run `deepmarket submit {module_id}` again"
+        )
+    return module
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from deepmarket.catalog.loader import scan_catalog
+    from deepmarket.catalog.scaffold import check_new_id
+    from deepmarket.contrib import github, plan
+
+    def say(message: str) -> None:
+        print(f"submit: {message}", file=sys.stderr, flush=True)
+
+    for module_id in args.ids:
+        check_new_id(module_id)
+    root = args.root
+    catalog, problems = scan_catalog(root)
+    modules = {mid: check_module(root, mid, catalog, problems) for mid in args.ids}
+    upstream = find_upstream(args)
+    token = read_token(dict(os.environ), args.token_file, root)
+    submitter = github.Submitter(
+        github.login(upstream, token), upstream, progress=say, fork_timeout=args.fork_timeout
+    )
+    del token  # only github3.py's session holds it from here on
+    if not modules:
+        base = args.base or submitter.repo.default_branch
+        sha, _ = submitter.base_commit(base)
+        changed = []
+        for module in catalog:
+            upstream_dir, _ = submitter.upstream_module(module.id, sha)
+            if upstream_dir != plan.git_tree_sha(module_files(module.dir, root)):
+                changed.append(module.id)
+        if not changed:
+            say(f"nothing to submit: every module here matches {upstream.full_name}@{base}")
+            return 0
+        say(f"modules that differ from {upstream.full_name}@{base}: {', '.join(changed)}")
+        modules = {mid: check_module(root, mid, catalog, problems) for mid in changed}
+
+    for module_id, module in modules.items():
+        local = github.LocalModule(
+            id=module_id,
+            data=module.data,
+            deploy=module.deploy,
+            files=module_files(module.dir, root),
+            checked=f"`deepmarket validate` found no problem in `catalog/{module_id}/` "
+            "and `modules.yml`",
+        )
+        say(f"submitting {module_id} to {upstream.full_name}")
+        outcome = submitter.submit(local, args.base)
+        if outcome is None:
+            say(f"{module_id}: {upstream.full_name} already has it exactly as it is here")
+            continue
+        verb = {
+            "opened": "opened",
+            "updated": "updated",
+            "unchanged": "is up to date:",
+        }[outcome.pull_request]
+        print(f"{module_id}: pull request #{outcome.number} {verb} {outcome.url}")
+    return 0
