@@ -147,6 +147,7 @@ class GitHubStandIn:
         self.repos: dict[str, Repo] = {}
         self.pulls: dict[str, list[Pull]] = {}
         self.exchanges: list[Exchange] = []
+        self.crashes: list[str] = []  # tracebacks of the stand-in's own bugs
         self.deliveries: list[Delivery] = []
         self.faults: list[tuple[str, re.Pattern[str], int, dict, dict[str, str]]] = []
         self.lock = threading.RLock()
@@ -789,6 +790,7 @@ ROUTES: list[tuple[str, re.Pattern[str], str]] = [
         ("POST", _REPO + r"/pulls", "create_pull"),
         ("GET", _REPO + r"/pulls/(?P<number>\d+)", "get_pull"),
         ("PATCH", _REPO + r"/pulls/(?P<number>\d+)", "update_pull"),
+        ("GET", _REPO + r"/pulls/(?P<number>\d+)/merge", "check_merged"),
         ("PUT", _REPO + r"/pulls/(?P<number>\d+)/merge", "merge_pull"),
     ]
 ]
@@ -857,6 +859,11 @@ class _Handler(BaseHTTPRequestHandler):
             except HTTPError as exc:
                 status, body = exc.status, exc.body
                 headers.update(exc.headers)
+            except Exception:  # a bug here: answer as GitHub would, and let tests see it
+                import traceback
+
+                owner.crashes.append(traceback.format_exc())
+                status, body = 500, {"message": "Server Error"}
             owner.exchanges.append(
                 Exchange(method, path, query, request, status, body, dict(headers))
             )
@@ -1347,6 +1354,13 @@ class _Handler(BaseHTTPRequestHandler):
             pull.closed_at = _now() if pull.state == "closed" else None
         pull.updated_at = _now()
         return 200, self.owner.pull_json(pull, media=self._media())
+
+    def check_merged(
+        self, owner: str, repo: str, number: str, user: User | None, **_: Any
+    ) -> tuple[int, Any]:
+        if not self._pull(self._repo(owner, repo, user), number).merged:
+            raise HTTPError(404, "Not Found")
+        return 204, None
 
     def merge_pull(
         self, owner: str, repo: str, number: str, user: User | None, request: Any, **_: Any

@@ -3,6 +3,7 @@ catalog, an author's clone of it (over git's smart HTTP), and a filled-in new mo
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -76,6 +77,7 @@ def git(cwd: Path, *args: str) -> str:
         text=True,
         stdin=subprocess.DEVNULL,
         timeout=120,
+        env={**os.environ, "GIT_TERMINAL_PROMPT": "0"},
     ).stdout
 
 

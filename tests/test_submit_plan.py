@@ -17,7 +17,12 @@ from deepmarket.errors import UsageError
 @pytest.mark.parametrize(
     ("url", "owner", "name", "web"),
     [
-        ("https://github.com/deepmarket/catalog.git", "deepmarket", "catalog", "https://github.com"),
+        (
+            "https://github.com/deepmarket/catalog.git",
+            "deepmarket",
+            "catalog",
+            "https://github.com",
+        ),
         ("https://github.com/deepmarket/catalog", "deepmarket", "catalog", "https://github.com"),
         ("git@github.com:alice/my.catalog.git", "alice", "my.catalog", "https://github.com"),
         ("ssh://git@github.com/alice/cat.git", "alice", "cat", "https://github.com"),

@@ -178,17 +178,20 @@ def index_with_entry(upstream_text: str, module_id: str, deploy: bool) -> str:
 def leftover_todos(text: str, display: str) -> list[Problem]:
     """Placeholders `deepmarket new` leaves: they validate, but say nothing to a reader."""
     problems = []
+    key = ""  # the mapping key a block scalar's lines belong to
     for number, line in enumerate(text.splitlines(), 1):
         content = line.split("#", 1)[0]  # the scaffold's own comments say TODO too
+        match = re.match(r"^\s*([A-Za-z_][\w-]*):", content)
+        if match and match.group(1) != "TODO":  # "  TODO: describe…" is block text
+            key = match.group(1)
         col = content.find("TODO")
         if col >= 0:
-            field = content.split(":", 1)[0].strip() if ":" in content else ""
             problems.append(
                 Problem(
                     display,
                     number,
                     col + 1,
-                    field,
+                    key,
                     "still holds the scaffold's TODO placeholder; replace it with real text",
                 )
             )
