@@ -175,7 +175,9 @@ def test_an_invalid_module_is_refused_before_talking_to_github(world, capsys):
     capsys.readouterr()
     assert submit(world, MODULE) == 1  # still the scaffold: placeholders
     _, err = capsys.readouterr()
-    assert f"catalog/{MODULE}/module.yml:6:10: summary: still holds the scaffold's TODO" in err
+    # The validator's own lines, strict as the pull request's CI is: placeholders refuse.
+    assert f"catalog/{MODULE}/module.yml:9:10: summary: still holds the placeholder 'TODO'" in err
+    assert "runtime.image: still holds the placeholder 'your-org'" in err
     assert (
         err.strip().splitlines()[-1].startswith(f"deepmarket: error: {MODULE}: ")
         and "fix them and run `deepmarket submit leaf-spotter` again" in err

@@ -3,12 +3,10 @@ commit's tree, modules.yml, the pull request's text, and GitHub's errors as one 
 
 from __future__ import annotations
 
-import datetime as dt
-
 import pygit2
 import pytest
 
-from deepmarket.catalog.scaffold import append_to_index, module_scaffold
+from deepmarket.catalog.scaffold import append_to_index
 from deepmarket.contrib import plan
 from deepmarket.contrib.errors import describe
 from deepmarket.errors import UsageError
@@ -127,15 +125,6 @@ def test_index_keeps_an_existing_entry_or_changes_only_its_deploy_flag():
     out = plan.index_with_entry(UPSTREAM_INDEX, "digits-classifier", False)
     assert "deploy: false # keep running" in out
     assert out.startswith("# Upstream's comments stay.")
-
-
-def test_the_scaffolds_placeholders_are_refused_with_their_lines():
-    text = module_scaffold("leaf", dt.date(2026, 11, 1))["module.yml"]
-    problems = plan.leftover_todos(text, "catalog/leaf/module.yml")
-    fields = {p.path for p in problems}
-    assert {"summary", "description"} <= fields
-    assert all(p.line and "TODO" in text.splitlines()[p.line - 1] for p in problems)
-    assert plan.leftover_todos("title: Leaf  # TODO in a comment only\n", "m.yml") == []
 
 
 def test_pr_body_summarises_the_module():

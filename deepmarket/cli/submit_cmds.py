@@ -164,18 +164,13 @@ def module_files(module_dir: Path, root: Path) -> dict[str, bytes]:
 
 
 def check_module(root: Path, module_id: str, catalog: Any, problems: list) -> Any:
-    """The module, once it validates and holds no placeholder; else print every problem
-    (the validator's lines) and refuse."""
-    from deepmarket.catalog.loader import INDEX_FILE
-    from deepmarket.contrib import plan
+    """The module, once it validates strictly (warnings such as the scaffold's placeholders
+    count, as they do in the pull request's CI); else print the validator's lines and
+    refuse."""
+    from deepmarket.catalog.loader import INDEX_FILE, strict
 
     prefix = f"catalog/{module_id}/"
-    mine = [p for p in problems if p.file.startswith(prefix) or p.file == INDEX_FILE]
-    module_yml = root / "catalog" / module_id / "module.yml"
-    if module_yml.is_file():
-        mine += plan.leftover_todos(
-            module_yml.read_text(encoding="utf-8", errors="replace"), prefix + "module.yml"
-        )
+    mine = strict([p for p in problems if p.file.startswith(prefix) or p.file == INDEX_FILE])
     module = next((m for m in catalog if m.id == module_id), None)
     if module is None and not mine:
         raise UserError(

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from deepmarket.catalog.model import Problem
 from deepmarket.errors import UsageError
 
 GITHUB_COM = "github.com"
@@ -173,29 +172,6 @@ def index_with_entry(upstream_text: str, module_id: str, deploy: bool) -> str:
             yaml.dump(data, out)
             return out.getvalue()
     return append_to_index(upstream_text, module_id, deploy=deploy)
-
-
-def leftover_todos(text: str, display: str) -> list[Problem]:
-    """Placeholders `deepmarket new` leaves: they validate, but say nothing to a reader."""
-    problems = []
-    key = ""  # the mapping key a block scalar's lines belong to
-    for number, line in enumerate(text.splitlines(), 1):
-        content = line.split("#", 1)[0]  # the scaffold's own comments say TODO too
-        match = re.match(r"^\s*([A-Za-z_][\w-]*):", content)
-        if match and match.group(1) != "TODO":  # "  TODO: describe…" is block text
-            key = match.group(1)
-        col = content.find("TODO")
-        if col >= 0:
-            problems.append(
-                Problem(
-                    display,
-                    number,
-                    col + 1,
-                    key,
-                    "still holds the scaffold's TODO placeholder; replace it with real text",
-                )
-            )
-    return problems
 
 
 # --- the pull request ------------------------------------------------------------------
