@@ -80,7 +80,7 @@ def test_sample_arguments_go_where_the_spec_declares_them(tmp_path):
     image = tmp_path / "x.png"
     image.write_bytes(b"png")
     plan = c.plan_predict(spec(), c.Sample({"accept": "image/png"}, {"": image}, "test"))
-    assert plan == c.PredictRequest({}, {"data": image}, {"Accept": "image/png"})
+    assert plan == c.PredictRequest({}, {"data": image}, {"Accept": "image/png"}, {}, "image/png")
 
 
 def test_sample_with_undeclared_or_missing_arguments_fails():
@@ -121,7 +121,19 @@ def test_training_record_outcomes():
     assert c.judge_train_record({"status": "done", "result": {"output": 1}}, False).status == "pass"
     failed = c.judge_train_record({"status": "error", "message": "no data"}, False)
     assert failed.detail == "training failed: no data"
-    assert "did not finish" in c.judge_train_record({"status": "running"}, True).detail
+    late = c.judge_train_record(
+        {"status": "running"}, True, uuid="u1", waited=2, cancel=answer(200, {}), after="gone"
+    )
+    assert late.detail.startswith("training u1 was still running after 2s; cancelled it")
+    stuck = c.judge_train_record(
+        {"status": "running"},
+        True,
+        uuid="u2",
+        waited=5,
+        cancel=answer(500, b"boom", {}),
+        after="running",
+    )
+    assert "cancelling it failed (DELETE answered HTTP 500" in stuck.detail
 
 
 def test_report_verdicts():
@@ -132,8 +144,80 @@ def test_report_verdicts():
 
 
 def test_bad_input_must_be_refused_with_a_4xx():
-    assert c.judge_bad_input(answer(422, {"data": ["missing"]}), "data").status == "pass"
-    crashed = c.judge_bad_input(answer(500, b"500 Internal Server Error", {}), "data")
+    what = "an empty file in 'data'"
+    assert c.judge_bad_input(answer(422, {"data": ["empty"]}), what, "data").status == "pass"
+    crashed = c.judge_bad_input(answer(500, b"500 Internal Server Error", {}), what, "data")
     assert crashed.status == "fail"
     assert "an empty file in 'data' got HTTP 500" in crashed.detail
-    assert c.judge_bad_input(answer(200, {"label": 1}), "data").status == "warn"
+    garbage = c.judge_bad_input(answer(200, {"label": 1}), what, "data")
+    assert garbage.status == "warn"
+    assert "answers garbage input as if it were valid" in garbage.detail
+    # a 4xx about other inputs says the sample is incomplete, not that the check passed
+    other = c.judge_bad_input(answer(422, {"audio": ["Missing data"]}), what, "data")
+    assert other.status == "warn" and "blames audio" in other.detail
+
+
+def test_arguments_go_to_query_form_or_header_as_declared_and_accept_is_honoured(tmp_path):
+    image = tmp_path / "x.png"
+    image.write_bytes(b"png")
+    params = (
+        {"in": "formData", "name": "image", "type": "file", "required": True},
+        {"in": "formData", "name": "audio", "type": "file", "required": True},
+        {"in": "query", "name": "threshold", "type": "number"},
+        {"in": "formData", "name": "note", "type": "string"},
+        {"in": "query", "name": "accept", "type": "string", "enum": ["application/zip"]},
+    )
+    sample = c.Sample(
+        {"threshold": "0.5", "note": "n", "accept": "application/zip"},
+        {"image": image, "audio": image},
+        "test",
+    )
+    plan = c.plan_predict(spec(params), sample)
+    assert plan == c.PredictRequest(
+        {"note": "n"},
+        {"image": image, "audio": image},
+        {},
+        {"threshold": "0.5", "accept": "application/zip"},
+        "application/zip",
+    )
+    spoiled, what = c.plan_bad_input(spec(params), plan)
+    assert what == "an empty file in 'image'"
+    assert spoiled.files["image"] == ("empty.bin", b"") and spoiled.files["audio"] == image
+    assert spoiled.query == plan.query  # every other input stays valid
+    # no accept argument declared: it travels as the HTTP header
+    plain = c.plan_predict(spec(params[:2]), c.Sample({}, {"image": image, "audio": image}, "t"))
+    assert plain.headers == {} and plain.accept == ""
+    numbers = ({"in": "query", "name": "n", "type": "integer", "required": True},)
+    good = c.plan_predict(spec(numbers), c.Sample({"n": "3"}, {}, "t"))
+    bad, what = c.plan_bad_input(spec(numbers), good)
+    assert bad.query == {"n": "not-a-number"} and "'n'" in what
+
+
+def test_answers_are_judged_against_the_type_asked_for():
+    assert c.media_matches("image/*", "image/png") and c.media_matches("image/*", "image/*")
+    assert not c.media_matches("image/*", "application/json")
+    assert not c.media_matches("application/zip", "")
+    png = b"\x89PNG\r\n\x1a\n...."
+    zipped = b"PK\x03\x04...."
+    asked_zip = c.judge_predict(
+        answer(200, zipped, {"Content-Type": "application/zip"}), spec(), "application/zip"
+    )
+    assert asked_zip.status == "pass"
+    fake_zip = c.judge_predict(
+        answer(200, b"{}", {"Content-Type": "application/zip"}), spec(), "application/zip"
+    )
+    assert fake_zip.status == "fail" and "does not start like a application/zip" in fake_zip.detail
+    wildcard = c.judge_predict(answer(200, png, {"Content-Type": "image/*"}), spec(), "image/*")
+    assert wildcard.status == "pass"
+    wrong = c.judge_predict(answer(200, b"{}", JSON), spec(), "image/*")
+    assert wrong.status == "fail" and "asked for image/* but got application/json" in wrong.detail
+
+
+def test_train_args_are_checked_against_the_swagger():
+    declared = c.PredictSpec("/p", (), None, False, (), ({"name": "epoch_num", "in": "query"},))
+    assert c.judge_train_args(declared, {"epoch_num": "1"}) is None
+    wrong = c.judge_train_args(declared, {"epochs": "1"})
+    assert wrong.status == "fail"
+    assert wrong.detail == "--train-arg epochs: train does not declare it (declared: epoch_num)"
+    none = c.PredictSpec("/p", (), None, False)
+    assert "declares no POST train/" in c.judge_train_args(none, {"x": "1"}).detail

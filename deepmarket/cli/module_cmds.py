@@ -64,11 +64,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--field", metavar="NAME", help="form field for --sample (default: the only file arg)"
     )
     check.add_argument(
+        "--file",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="a file for predict's file argument NAME; repeatable (modules with several inputs)",
+    )
+    check.add_argument(
         "--arg",
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="extra predict argument for --sample (e.g. accept=application/json); repeatable",
+        help="predict argument, placed where the API declares it (query, form or header), "
+        "e.g. accept=image/png; repeatable",
     )
     check.add_argument("--train", action="store_true", help="also run a training round-trip")
     check.add_argument(
@@ -112,18 +120,23 @@ def _pairs(values: list[str], flag: str) -> dict[str, str]:
 def cmd_check(args: argparse.Namespace) -> int:
     import sys
 
-    from deepmarket.modules import checker, report
+    from deepmarket.modules import checker, conformance, report, targets
 
-    if not args.url.startswith(("http://", "https://")):
-        raise UsageError(f"{args.url!r}: expected an http:// or https:// URL")
-    if (args.field or args.arg) and not args.sample:
-        raise UsageError("--field and --arg go with --sample")
+    url = targets.check_base_url(args.url)
+    if args.field and not args.sample:
+        raise UsageError("--field goes with --sample")
+    if args.module and (args.sample or args.file):
+        raise UsageError("--module brings its own sample: give --sample/--file without it")
     expected = None
     sample = None
+    extra = _pairs(args.arg, "--arg")
     if args.module:
         sample, expected = checker.sample_from_catalog(args.root, args.module)
-    elif args.sample:
-        sample = checker.sample_from_flags(args.sample, args.field, _pairs(args.arg, "--arg"))
+        if sample is not None and extra:
+            sample = conformance.Sample({**sample.args, **extra}, sample.files, sample.origin)
+    elif args.sample or args.file or extra:
+        files = {k: Path(v) for k, v in _pairs(args.file, "--file").items()}
+        sample = checker.sample_from_flags(args.sample, args.field, extra, files)
 
     def progress(message: str) -> None:
         if args.format == "text":
@@ -136,7 +149,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             "input there (as catalog/digits-classifier does) or use --sample"
         )
     checks = checker.run_checks(
-        args.url,
+        url,
         sample=sample,
         expected_model=expected,
         train=args.train,
@@ -146,5 +159,5 @@ def cmd_check(args: argparse.Namespace) -> int:
         no_sample=no_sample,
     )
     render = report.as_json if args.format == "json" else report.as_text
-    print(render(args.url, checks))
+    print(render(url, checks))
     return 0 if report.passed(checks) else 1

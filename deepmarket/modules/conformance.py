@@ -47,6 +47,8 @@ class PredictSpec:
     parameters: tuple[dict[str, Any], ...]
     response_schema: dict[str, Any] | None  # self-contained JSON Schema, or None
     generic_response: bool  # DEEPaaS's own {status, predictions: str} wrapper
+    produces: tuple[str, ...] = ()
+    train_parameters: tuple[dict[str, Any], ...] | None = None  # None: no train operation
 
     @property
     def file_fields(self) -> list[str]:
@@ -57,6 +59,9 @@ class PredictSpec:
             if param.get("name") == name:
                 return str(param.get("in", "query"))
         return None
+
+    def param(self, name: str) -> dict[str, Any] | None:
+        return next((p for p in self.parameters if p.get("name") == name), None)
 
 
 def _json(answer: Answer) -> tuple[Any, str | None]:
@@ -184,7 +189,14 @@ def judge_spec(answer: Answer, model: str) -> tuple[Check, PredictSpec | None]:
     definitions = spec.get("definitions", {})
     schema = _resolve_schema(response, definitions) if isinstance(response, dict) else None
     generic = isinstance(response, dict) and response.get("$ref") == "#/definitions/Prediction"
-    spec_out = PredictSpec(path, parameters, schema, generic)
+    train_op = spec["paths"].get(f"/v2/models/{model}/train/", {}).get("post")
+    train_params = (
+        tuple(p for p in train_op.get("parameters", []) if isinstance(p, dict))
+        if isinstance(train_op, dict)
+        else None
+    )
+    produces = tuple(str(x) for x in operation.get("produces") or [])
+    spec_out = PredictSpec(path, parameters, schema, generic, produces, train_params)
     return Check(name, "pass", f"predict declares {', '.join(inputs)}"), spec_out
 
 
@@ -211,8 +223,13 @@ def _definition(schema: dict[str, Any]) -> dict[str, Any]:
 @dataclass(frozen=True)
 class PredictRequest:
     form: dict[str, str]
-    files: dict[str, Path]
+    files: dict[str, Path | tuple[str, bytes]]
     headers: dict[str, str]
+    query: dict[str, str] = field(default_factory=dict)
+    accept: str = ""  # the media type asked for, wherever the spec takes it
+
+    def describe(self) -> str:
+        return ", ".join([*self.files, *self.form, *self.query, *self.headers])
 
 
 def plan_predict(spec: PredictSpec, sample: Sample) -> PredictRequest | Check:
@@ -253,13 +270,45 @@ def plan_predict(spec: PredictSpec, sample: Sample) -> PredictRequest | Check:
     for path in sample.files.values():
         if not path.is_file():
             return Check(name, "fail", f"sample file {path} does not exist")
-    headers, form = {}, {}
+    headers: dict[str, str] = {}
+    form: dict[str, str] = {}
+    query: dict[str, str] = {}
     for key, value in sample.args.items():
-        if spec.location(key) == "header":
+        where = spec.location(key)
+        if where == "header":
             headers[key.title()] = str(value)
-        else:
+        elif where == "formData":
             form[key] = str(value)
-    return PredictRequest(form, dict(sample.files), headers)
+        else:  # DEEPaaS declares its plain arguments in the query string
+            query[key] = str(value)
+    accept = str(sample.args.get("accept", ""))
+    if not accept and spec.location("accept") is None and spec.produces:
+        accept = "application/json" if "application/json" in spec.produces else ""
+    if accept and spec.location("accept") is None:
+        headers["Accept"] = accept  # no accept argument: HTTP's own header
+    return PredictRequest(form, dict(sample.files), headers, query, accept)
+
+
+def plan_bad_input(spec: PredictSpec, good: PredictRequest) -> tuple[PredictRequest, str] | Check:
+    """The known-good request with exactly one input spoiled, so a 4xx can only be about
+    that input: an empty upload in the first file field, else a word in a number field."""
+    name = "bad-input"
+    if spec.file_fields:
+        field_name = spec.file_fields[0]
+        files = {**good.files, field_name: ("empty.bin", b"")}
+        return PredictRequest(good.form, files, good.headers, good.query, good.accept), (
+            f"an empty file in {field_name!r}"
+        )
+    for param in spec.parameters:
+        if param.get("type") in ("integer", "number") and param.get("name") != "accept":
+            where = spec.location(str(param["name"]))
+            bad = "not-a-number"
+            query, form = dict(good.query), dict(good.form)
+            (form if where == "formData" else query)[str(param["name"])] = bad
+            return PredictRequest(form, good.files, good.headers, query, good.accept), (
+                f"{bad!r} in the number argument {param['name']!r}"
+            )
+    return Check(name, "skip", "predict declares no file or number argument to spoil")
 
 
 def judge_predict(answer: Answer, spec: PredictSpec, accept: str) -> Check:
@@ -290,11 +339,13 @@ def judge_predict(answer: Answer, spec: PredictSpec, accept: str) -> Check:
             f"predict rejected the sample input with HTTP {answer.status}: {answer.text(200)}",
         )
     if accept not in ("", "application/json", "*/*"):
-        if answer.content_type != accept:
-            return Check(
-                name, "fail", f"asked for {accept} but got {answer.content_type or 'no type'}"
-            )
-        return Check(name, "pass", f"answered {len(answer.body)} bytes of {accept}")
+        got = answer.content_type
+        if not media_matches(accept, got):
+            return Check(name, "fail", f"asked for {accept} but got {got or 'no content type'}")
+        problem = binary_problem(got, answer.body)
+        if problem:
+            return Check(name, "fail", f"asked for {accept}, got {got}, but {problem}")
+        return Check(name, "pass", f"answered {len(answer.body)} bytes of {got}")
     data, error = _json(answer)
     if error:
         return Check(name, "fail", f"predict {error}")
@@ -314,13 +365,21 @@ def judge_predict(answer: Answer, spec: PredictSpec, accept: str) -> Check:
     return Check(name, "pass", f"answered {_summary(data)}")
 
 
-def judge_bad_input(answer: Answer, field: str) -> Check:
-    """An empty upload must be refused with a 4xx and a message, never a 500 (DEEPaaS #82)."""
+def judge_bad_input(answer: Answer, what: str, spoiled: str = "") -> Check:
+    """One spoiled input, every other one valid: a 4xx with a message is right; a 5xx is a
+    crash on bad input (DEEPaaS #82); a 2xx means the module accepts garbage."""
     name = "bad-input"
-    what = f"an empty file in {field!r}"
     if answer.status == 0:
         return Check(name, "fail", _no_answer("predict", answer))
     if 400 <= answer.status < 500:
+        others = _other_fields_blamed(answer, spoiled)
+        if others:
+            return Check(
+                name,
+                "warn",
+                f"{what} got HTTP {answer.status}, but the answer blames {', '.join(others)}: "
+                "the sample does not give every input the module needs",
+            )
         return Check(name, "pass", f"{what} got HTTP {answer.status}: {answer.text(120)}")
     if answer.status >= 500:
         return Check(
@@ -329,7 +388,68 @@ def judge_bad_input(answer: Answer, field: str) -> Check:
             f"{what} got HTTP {answer.status}: predict should check its input and raise a 4xx "
             "with a message (see InputRejected in examples/modules/digits)",
         )
-    return Check(name, "warn", f"{what} was accepted (HTTP {answer.status})")
+    return Check(
+        name,
+        "warn",
+        f"{what} was accepted (HTTP {answer.status}): the module answers garbage input as if "
+        "it were valid; check inputs and refuse bad ones with a 4xx",
+    )
+
+
+def _other_fields_blamed(answer: Answer, spoiled: str) -> list[str]:
+    """Fields named in DEEPaaS's validation answer ({"field": ["message"], …}) other than the
+    spoiled one."""
+    try:
+        data = answer.json()
+    except (ValueError, UnicodeDecodeError):
+        return []
+    if not isinstance(data, dict) or not spoiled:
+        return []
+    fields = [k for k, v in data.items() if isinstance(v, list) and k not in ("message",)]
+    return sorted(k for k in fields if k != spoiled)
+
+
+def media_matches(asked: str, got: str) -> bool:
+    """`got` is what `asked` allows: equal, or inside a wildcard such as image/*."""
+    asked, got = asked.split(";")[0].strip().lower(), got.split(";")[0].strip().lower()
+    if not got:
+        return False
+    if asked in ("*/*", got):
+        return True
+    major, _, minor = asked.partition("/")
+    return minor == "*" and got.split("/")[0] == major
+
+
+# Leading bytes of binary formats modules return, to catch a body that is not what it says
+SIGNATURES = {
+    "image/png": (b"\x89PNG\r\n\x1a\n",),
+    "image/jpeg": (b"\xff\xd8\xff",),
+    "image/gif": (b"GIF87a", b"GIF89a"),
+    "application/zip": (b"PK\x03\x04", b"PK\x05\x06"),
+    "application/pdf": (b"%PDF",),
+    "audio/wav": (b"RIFF",),
+    "audio/x-wav": (b"RIFF",),
+    "image/webp": (b"RIFF",),
+    "image/tiff": (b"II*\x00", b"MM\x00*"),
+    "image/bmp": (b"BM",),
+}
+
+
+def binary_problem(kind: str, body: bytes) -> str | None:
+    kind = kind.split(";")[0].strip().lower()
+    if not body:
+        return "the body is empty"
+    if kind.endswith("/*"):  # DEEPaaS labels the answer with the wildcard that was asked
+        signatures = tuple(
+            sig for k, sigs in SIGNATURES.items() if k.startswith(kind[:-1]) for sig in sigs
+        )
+        if signatures and not body.startswith(signatures):
+            return f"the body does not start like any {kind} format ({body[:8]!r})"
+        return None
+    signatures = SIGNATURES.get(kind)
+    if signatures and not body.startswith(signatures):
+        return f"the body does not start like a {kind} file ({body[:8]!r})"
+    return None
 
 
 def _summary(data: Any) -> str:
@@ -349,10 +469,52 @@ def judge_train_start(answer: Answer) -> tuple[Check | None, str | None]:
     return None, str(data["uuid"])
 
 
-def judge_train_record(record: dict[str, Any] | None, timed_out: bool) -> Check:
+def judge_train_args(spec: PredictSpec | None, args: dict[str, str]) -> Check | None:
+    """--train-arg names the train operation does not declare (DEEPaaS would ignore them)."""
+    if spec is None or not args:
+        return None
+    if spec.train_parameters is None:
+        return Check("train", "fail", "/swagger.json declares no POST train/ operation")
+    declared = sorted(str(p.get("name")) for p in spec.train_parameters)
+    unknown = sorted(set(args) - set(declared))
+    if unknown:
+        return Check(
+            "train",
+            "fail",
+            f"--train-arg {', '.join(unknown)}: train does not declare "
+            f"{'it' if len(unknown) == 1 else 'them'} (declared: {', '.join(declared) or 'none'})",
+        )
+    return None
+
+
+def judge_train_record(
+    record: dict[str, Any] | None,
+    timed_out: bool,
+    *,
+    uuid: str = "",
+    waited: float = 0.0,
+    cancel: Answer | None = None,
+    after: str | None = None,
+) -> Check:
     name = "train"
     if timed_out or record is None:
-        return Check(name, "fail", "training did not finish in time (still 'running')")
+        how = ""
+        if cancel is not None:
+            if cancel.status in (200, 202, 204):
+                how = "; cancelled it"
+            elif after and after != "running":
+                how = (
+                    f"; cancelled it (its status is now {after!r}, though DELETE answered "
+                    f"HTTP {cancel.status})"
+                )
+            else:
+                how = f"; cancelling it failed ({_no_answer('DELETE', cancel)})"
+        return Check(
+            name,
+            "fail",
+            f"training {uuid or '?'} was still running after {waited:g}s{how}; give more time "
+            "with --train-timeout or fewer epochs with --train-arg",
+        )
     status = record.get("status")
     if status == "done":
         output = (record.get("result") or {}).get("output")

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import mimetypes
 import urllib.error
@@ -50,8 +51,10 @@ def request(
             return Answer(answer.status, dict(answer.headers.items()), answer.read())
     except urllib.error.HTTPError as exc:
         return Answer(exc.code, dict(exc.headers.items()), exc.read())
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, http.client.HTTPException) as exc:
         reason = getattr(exc, "reason", exc)
+        if isinstance(reason, TimeoutError) or isinstance(exc, TimeoutError):
+            return Answer(0, error=f"no answer within {timeout:g}s (timed out)")
         return Answer(0, error=f"{type(exc).__name__}: {reason}")
 
 

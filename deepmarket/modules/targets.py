@@ -176,3 +176,35 @@ def resolve(target: str, catalog_root: Path, installed: dict[str, str]) -> Serve
             f"(installed models: {have}); {fix}"
         )
     return found
+
+
+def check_base_url(url: str) -> str:
+    """The base URL of a DEEPaaS server, without a trailing slash; a usage error (exit 2)
+    that says how to write it otherwise."""
+    from urllib.parse import urlsplit
+
+    text = url.strip()
+    try:
+        parts = urlsplit(text)
+        port = parts.port  # raises on a non-numeric or out-of-range port
+    except ValueError as exc:
+        raise UsageError(f"{url!r} is not a valid URL ({exc})") from None
+    if parts.scheme not in ("http", "https"):
+        raise UsageError(f"{url!r}: expected an http:// or https:// URL of the DEEPaaS server")
+    if not parts.hostname or any(c.isspace() for c in text):
+        raise UsageError(f"{url!r} is not a valid URL (no host); e.g. http://127.0.0.1:5000")
+    if parts.query or parts.fragment or text.endswith(("?", "#")):
+        raise UsageError(
+            f"{url!r}: give the server's base URL without a query or fragment "
+            f"(e.g. {parts.scheme}://{parts.netloc}{parts.path.rstrip('/')})"
+        )
+    path = parts.path.rstrip("/")
+    marker = path.find("/v2")
+    if path.endswith("/v2") or "/v2/models" in path or path.endswith("/swagger.json"):
+        base = path[:marker] if marker >= 0 else path.rsplit("/", 1)[0]
+        raise UsageError(
+            f"{url!r} points inside the API; give the server's base URL, without /v2/: "
+            f"{parts.scheme}://{parts.netloc}{base}"
+        )
+    del port
+    return f"{parts.scheme}://{parts.netloc}{path}"
