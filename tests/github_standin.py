@@ -80,7 +80,8 @@ class Repo:
     archived: bool = False
     parent: Repo | None = None
     collaborators: set[str] = field(default_factory=set)
-    ready_at: float = 0.0  # forks: git data appears at this time.monotonic()
+    ready_at: float = 0.0  # forks: git data appears at this time.monotonic() …
+    pending_polls: int = 0  # … and after this many git requests answered 409
     hooks: list[tuple[str, str]] = field(default_factory=list)  # (url, secret)
     created_at: str = field(default_factory=_now)
 
@@ -139,10 +140,11 @@ class Delivery:
 class GitHubStandIn:
     """Start with `start()`; `url` is the web root (pass it as --github-url)."""
 
-    def __init__(self, root: Path, *, fork_delay: float = 1.0) -> None:
+    def __init__(self, root: Path, *, fork_delay: float = 0.5, fork_polls: int = 1) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
-        self.fork_delay = fork_delay
+        self.fork_delay = fork_delay  # a new fork's git data is missing this long …
+        self.fork_polls = fork_polls  # … and for this many requests (so tests see it)
         self.users: dict[str, User] = {}
         self.repos: dict[str, Repo] = {}
         self.pulls: dict[str, list[Pull]] = {}
@@ -235,7 +237,7 @@ class GitHubStandIn:
 
     # --- JSON of GitHub's objects -------------------------------------------------------
 
-    def user_json(self, user: User, *, private: bool = False) -> dict[str, Any]:
+    def user_json(self, user: User) -> dict[str, Any]:
         api, login = self.api, user.login
         data = {
             "login": login,
@@ -257,37 +259,6 @@ class GitHubStandIn:
             "type": "User",
             "site_admin": False,
         }
-        if private:
-            data.update(
-                {
-                    "name": login,
-                    "company": None,
-                    "blog": "",
-                    "location": None,
-                    "email": None,
-                    "hireable": None,
-                    "bio": None,
-                    "twitter_username": None,
-                    "public_repos": sum(r.owner == login for r in self.repos.values()),
-                    "public_gists": 0,
-                    "followers": 0,
-                    "following": 0,
-                    "created_at": "2020-01-01T00:00:00Z",
-                    "updated_at": _now(),
-                    "private_gists": 0,
-                    "total_private_repos": 0,
-                    "owned_private_repos": 0,
-                    "disk_usage": 0,
-                    "collaborators": 0,
-                    "two_factor_authentication": True,
-                    "plan": {
-                        "name": "free",
-                        "space": 976562499,
-                        "private_repos": 10000,
-                        "collaborators": 0,
-                    },
-                }
-            )
         return data
 
     def _owner_json(self, login: str) -> dict[str, Any]:
@@ -451,9 +422,7 @@ class GitHubStandIn:
                 kind = "tree" if obj.type_str == "tree" else "blob"
                 entry = {
                     "path": path,
-                    "mode": f"{obj.filemode:06o}".lstrip("0").rjust(5, "0")
-                    if kind == "tree"
-                    else f"{obj.filemode:06o}",
+                    "mode": f"{obj.filemode:06o}",  # 040000 for a tree, as GitHub writes it
                     "type": kind,
                     "sha": str(obj.id),
                     "url": f"{api}/git/{kind}s/{obj.id}",
@@ -774,7 +743,6 @@ _REPO = r"/repos/(?P<owner>[^/]+)/(?P<repo>[^/]+)"
 ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     (m, re.compile(f"^{p}$"), h)
     for m, p, h in [
-        ("GET", r"/user", "get_user"),
         ("GET", _REPO, "get_repo"),
         ("POST", _REPO + r"/forks", "create_fork"),
         ("GET", _REPO + r"/git/ref/(?P<ref>.+)", "get_ref"),
@@ -940,7 +908,8 @@ class _Handler(BaseHTTPRequestHandler):
             raise HTTPError(403, "Repository was archived so is read-only.")
 
     def _git_ready(self, repo: Repo) -> pygit2.Repository:
-        if time.monotonic() < repo.ready_at:
+        if time.monotonic() < repo.ready_at or repo.pending_polls > 0:
+            repo.pending_polls = max(0, repo.pending_polls - 1)
             raise HTTPError(409, "Git Repository is empty.")
         return repo.git()
 
@@ -957,11 +926,6 @@ class _Handler(BaseHTTPRequestHandler):
         return request
 
     # --- endpoints ----------------------------------------------------------------------
-
-    def get_user(self, user: User | None, **_: Any) -> tuple[int, Any]:
-        if user is None:
-            raise HTTPError(401, "Requires authentication")
-        return 200, self.owner.user_json(user, private=True)
 
     def get_repo(self, owner: str, repo: str, user: User | None, **_: Any) -> tuple[int, Any]:
         return 200, self.owner.repo_json(self._repo(owner, repo, user), user)
@@ -997,6 +961,7 @@ class _Handler(BaseHTTPRequestHandler):
             parent=source,
             collaborators={user.login},
             ready_at=time.monotonic() + standin.fork_delay,
+            pending_polls=standin.fork_polls,
         )
         path.parent.mkdir(parents=True, exist_ok=True)
         # Forks share the network's objects, as on GitHub (alternates); refs are copied.
@@ -1358,9 +1323,8 @@ class _Handler(BaseHTTPRequestHandler):
     def check_merged(
         self, owner: str, repo: str, number: str, user: User | None, **_: Any
     ) -> tuple[int, Any]:
-        if not self._pull(self._repo(owner, repo, user), number).merged:
-            raise HTTPError(404, "Not Found")
-        return 204, None
+        merged = self._pull(self._repo(owner, repo, user), number).merged
+        return (204 if merged else 404), None  # documented with no body either way
 
     def merge_pull(
         self, owner: str, repo: str, number: str, user: User | None, request: Any, **_: Any
