@@ -4,12 +4,20 @@ Generates catalogs of 1,000 and 10,000 modules (each like a real one: README, ic
 file) in a temporary directory and validates each in this process, as the CLI does. The goal is
 1,000 modules in <= 2 s and linear growth; the per-module ratio between the two sizes shows it.
 
+Side by side, in the same run: AI4OS's own validator (`ai4-metadata validate`, from PyPI) on the
+same number of equivalent AI4OS v2 files (each generated module exported with
+`deepmarket export --format ai4os-v2`), once as its command line and once through its Python
+API, next to `deepmarket validate` as a command line; the ratios are printed. It only checks
+each file against a JSON Schema, while ours also checks formats, files and the whole catalog.
+
     .venv/bin/python bench/validate.py [SIZES...]
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -17,9 +25,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from catalog_factory import VALID_MODULE  # the tests' realistic module
+from catalog_factory import valid_module  # the tests' realistic module
 
-from deepmarket.catalog import validate_catalog
+from deepmarket.catalog import export, load_catalog, validate_catalog
 
 
 def generate(root: Path, n: int) -> None:
@@ -32,7 +40,7 @@ def generate(root: Path, n: int) -> None:
         (d / "README.md").write_text(f"# Module {i}\n")
         (d / "icon.svg").write_text("<svg xmlns='http://www.w3.org/2000/svg'/>")
         (d / "samples" / "seven.png").write_bytes(b"\x89PNG\r\n")
-        (d / "module.yml").write_text(VALID_MODULE.format(id=module_id))
+        (d / "module.yml").write_text(valid_module(module_id))
         lines.append(f"  - id: {module_id}\n    deploy: {'true' if i % 10 == 0 else 'false'}")
     (root / "modules.yml").write_text("\n".join(lines) + "\n")
 
@@ -48,6 +56,66 @@ def measure(n: int) -> tuple[float, float]:
         if problems:
             raise SystemExit(f"generated catalog is invalid: {problems[0]}")
         return seconds, cpu
+
+
+def _cli(name: str) -> str:
+    beside = Path(sys.executable).with_name(name)
+    found = str(beside) if beside.is_file() else shutil.which(name)
+    if not found:
+        raise SystemExit(f"{name} not found; pip install -e '.[test]'")
+    return found
+
+
+def side_by_side(n: int) -> None:
+    """deepmarket validate vs ai4-metadata validate on n equivalent modules."""
+    from ai4_metadata import metadata as ai4  # the test extra installs it
+
+    with tempfile.TemporaryDirectory(prefix="deepmarket-bench-") as tmp:
+        root = Path(tmp) / "catalog-root"
+        generate(root, n)
+        v2 = Path(tmp) / "ai4os"
+        v2.mkdir()
+        files = []
+        for module in load_catalog(root):
+            path = v2 / f"{module.id}.yml"
+            path.write_text(export.ai4os_v2_yaml(module))
+            files.append(path)
+
+        start = time.perf_counter()
+        ours = subprocess.run(
+            [_cli("deepmarket"), "validate", "--root", str(root)], capture_output=True
+        )
+        ours_s = time.perf_counter() - start
+        start = time.perf_counter()
+        theirs = subprocess.run(
+            [_cli("ai4-metadata"), "validate", "-q", *map(str, files)], capture_output=True
+        )
+        theirs_s = time.perf_counter() - start
+        if ours.returncode or theirs.returncode:
+            raise SystemExit(
+                "a validator refused the generated files: "
+                f"{ours.stderr[-300:]!r} {theirs.stdout[-300:]!r}"
+            )
+
+        from ai4_metadata import utils
+
+        start = time.perf_counter()
+        validate_catalog(root)
+        ours_api = time.perf_counter() - start
+        start = time.perf_counter()
+        validator = ai4.get_validator_for_schema(ai4.get_latest_schema_file())
+        for path in files:
+            validator.validate(utils.load_file(path))
+        api_s = time.perf_counter() - start
+    print(
+        f"side by side on {n} modules: command lines: deepmarket validate {ours_s:.3f} s, "
+        f"ai4-metadata validate {theirs_s:.3f} s; in-process: deepmarket {ours_api:.3f} s, "
+        f"ai4-metadata's Python API {api_s:.3f} s"
+    )
+    print(
+        f"ratio ai4-metadata/deepmarket: command line {theirs_s / ours_s:.2f}x, "
+        f"in-process {api_s / ours_api:.2f}x (above 1: deepmarket is faster)"
+    )
 
 
 def main(argv: list[str]) -> None:
@@ -74,6 +142,7 @@ def main(argv: list[str]) -> None:
             f"per-module time ratio {n1}/{n0}: wall {(s1 / n1) / (s0 / n0):.2f}, "
             f"CPU {(c1 / n1) / (c0 / n0):.2f} (1.00 = linear)"
         )
+    side_by_side(sizes[0])
     for n, seconds, cpu in results:
         if n == 1000:
             verdict = "met" if seconds <= 2 else "NOT met"
