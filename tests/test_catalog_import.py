@@ -270,6 +270,16 @@ def test_what_only_the_author_knows_is_one_line(tmp_path):
     assert any("Docker Hub namespaces hold no '-'" in n for n in fixed.notes)
 
 
+def test_a_key_given_twice_is_read_as_ai4os_reads_it(tmp_path):
+    outcome = prepare(QUIRKS / "duplicate-key" / "ai4-metadata.yml", tmp_path)
+    assert outcome.result == "valid", outcome.problems
+    assert "libraries: [TensorFlow]\n" in outcome.text  # the last one, as PyYAML keeps it
+    assert outcome.notes[0] == (
+        "libraries: appears twice (line 15); the last value was kept, as AI4OS reads it; "
+        "delete the other one in the source"
+    )
+
+
 # -- the command: atomic, repeatable, many files, a table ---------------------------------
 
 
@@ -288,12 +298,13 @@ def test_import_directory_writes_valid_entries_only_and_ends_with_a_table(tmp_pa
         ("v2-tagged/ai4-metadata.yml", "-", "refused"),
         ("broken/metadata.json", "-", "refused"),
         ("no-licence/ai4-metadata.yml", "-", "refused"),
+        ("duplicate-key/ai4-metadata.yml", "bean-sorter", "written"),
     ):
         line = next(x for x in table.splitlines() if x.split()[0].endswith(source))
         assert line.split()[1:3] == [module_id, result], line
-    assert "3 of 6 files imported as valid entries" in err
+    assert "4 of 7 files imported as valid entries" in err
     ids = [m.id for m in load_catalog(tmp_path)]
-    assert ids == ["plants", "seed-counter", "leaf-spotter", "whale-calls"]
+    assert ids == ["plants", "bean-sorter", "seed-counter", "leaf-spotter", "whale-calls"]
     after = (tmp_path / "modules.yml").read_text()
     assert after.startswith(before)
     # re-running after a fix: only the fixed file comes in; the others now clash

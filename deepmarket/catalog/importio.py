@@ -64,13 +64,14 @@ def find_sources(paths: list[Path]) -> tuple[list[Path], list[str]]:
     return list(dict.fromkeys(found)), notes
 
 
-def read_metadata(path: Path) -> Any:
+def read_metadata(path: Path, notes: list[str] | None = None) -> Any:
     """The file's data. JSON is read as JSON (DEEP files are indented with tabs, which YAML
     forbids); a syntax error is one line with its line and column."""
     from deepmarket.catalog.loader import read_capped
     from deepmarket.catalog.model import Problem
     from deepmarket.catalog.yamlsource import Limits, parse_yaml
 
+    notes = notes if notes is not None else []
     raw = read_capped(path, str(path), MAX_BYTES)
     if isinstance(raw, Problem):
         raise UserError(str(raw))
@@ -90,8 +91,25 @@ def read_metadata(path: Path) -> Any:
             ) from None
     parsed = parse_yaml(raw, str(path), Limits(max_bytes=MAX_BYTES, max_depth=32, max_nodes=50_000))
     if parsed.problems:
+        duplicates = [p for p in parsed.problems if "duplicate key" in p.message]
+        if len(duplicates) == len(parsed.problems):
+            return _last_one_wins(raw, duplicates, notes)
         raise UserError(str(parsed.problems[0]))
     return parsed.data
+
+
+def _last_one_wins(raw: bytes, duplicates: list[Any], notes: list[str]) -> Any:
+    """A key given twice: AI4OS (PyYAML) keeps the last value, so its marketplace shows that
+    one; read it the same way and say so, rather than refuse a file AI4OS accepts."""
+    import yaml
+
+    data = yaml.safe_load(raw.decode("utf-8-sig"))
+    for problem in duplicates:
+        notes.append(
+            f"{problem.path or 'a key'}: appears twice (line {problem.line}); the last value was "
+            "kept, as AI4OS reads it; delete the other one in the source"
+        )
+    return data
 
 
 def _no_duplicates(path: Path) -> Any:
@@ -202,7 +220,8 @@ def prepare(
     """Convert and validate one file; write nothing. `taken` holds ids claimed by earlier
     files of the same run."""
     try:
-        meta = read_metadata(source)
+        read_notes: list[str] = []
+        meta = read_metadata(source, read_notes)
         imported = importers.convert(
             meta,
             module_id=module_id,
@@ -227,6 +246,7 @@ def prepare(
                 "(lowercase letters, digits and '-', starting with a letter)"
             ],
         )
+    imported.notes[:0] = read_notes
     text = importers.module_yaml(imported, source.name)
     problems, warnings = check_text(imported.id, text)
     notes = [*imported.notes, *(f"warning (CI refuses it): {w}" for w in warnings)]
