@@ -4,6 +4,7 @@ set -euo pipefail
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v rclone >/dev/null 2>&1 || need+=(rclone)
+command -v shellcheck >/dev/null 2>&1 || need+=(shellcheck)  # actionlint checks run: scripts with it
 [ ${#need[@]} -eq 0 ] && exit 0
 echo "installing Debian packages: ${need[*]}" >&2
 sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"

@@ -57,8 +57,15 @@ class World:
     work: Path  # the author's clone
 
 
-def upstream_files() -> dict[str, bytes]:
+def upstream_files(*, with_site: bool = False) -> dict[str, bytes]:
+    """A small upstream catalog; with the marketplace's mkdocs.yml and site/ when the test
+    builds the preview."""
     files = {"modules.yml": INDEX}
+    if with_site:
+        files["mkdocs.yml"] = (REPO_ROOT / "mkdocs.yml").read_bytes()
+        for path in (REPO_ROOT / "site").rglob("*"):
+            if path.is_file():
+                files[path.relative_to(REPO_ROOT).as_posix()] = path.read_bytes()
     src = REPO_ROOT / "catalog" / "digits-classifier"
     for path in src.rglob("*"):
         if path.is_file():
@@ -81,11 +88,11 @@ def git(cwd: Path, *args: str) -> str:
     ).stdout
 
 
-def make_world(tmp: Path, *, fork_delay: float = 0.5) -> World:
+def make_world(tmp: Path, *, fork_delay: float = 0.5, with_site: bool = False) -> World:
     standin = GitHubStandIn(tmp / "github", fork_delay=fork_delay).start()
     standin.add_user("deepmarket", MAINTAINER_TOKEN)
     standin.add_user("alice", AUTHOR_TOKEN)
-    upstream = standin.create_repo("deepmarket", "catalog", upstream_files())
+    upstream = standin.create_repo("deepmarket", "catalog", upstream_files(with_site=with_site))
     work = tmp / "work"
     git(tmp, "clone", "--quiet", standin.clone_url(upstream), str(work))
     return World(standin, upstream, work)

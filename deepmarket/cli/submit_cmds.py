@@ -60,6 +60,53 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.set_defaults(func=cmd_submit)
 
+    p = sub.add_parser(
+        "review",
+        help="the pull request's checks: validate, annotate, summarise, preview, comment",
+        description="What the catalog's validate workflow runs on a pull request: validate the "
+        "catalog strictly, print the most useful problems first as GitHub annotations (at most "
+        "--annotations errors, GitHub's per-step limit), append every problem to the job "
+        "summary, build the marketplace preview and write the pull request comment. Exit 1 "
+        "when the catalog has errors.",
+    )
+    p.add_argument("--root", type=Path, default=Path(), help="catalog root (default: .)")
+    p.add_argument(
+        "--base",
+        metavar="REV",
+        help="the pull request's base (e.g. origin/main or a sha): modules changed since its "
+        "merge base are ranked first (default: none)",
+    )
+    p.add_argument(
+        "--format",
+        choices=("text", "github"),
+        default="text",
+        help="problems as text lines or GitHub workflow annotations",
+    )
+    p.add_argument(
+        "--annotations",
+        type=int,
+        default=10,
+        metavar="N",
+        help="most errors to annotate (default: 10)",
+    )
+    p.add_argument(
+        "--summary",
+        type=Path,
+        metavar="FILE",
+        help="append the Markdown job summary here ($GITHUB_STEP_SUMMARY)",
+    )
+    p.add_argument(
+        "--comment",
+        type=Path,
+        metavar="FILE",
+        help="write the pull request comment (Markdown) here",
+    )
+    p.add_argument(
+        "--preview", type=Path, metavar="DIR", help="build the marketplace preview into DIR"
+    )
+    p.add_argument("--run-url", help="link to the workflow run, for the comment")
+    p.set_defaults(func=cmd_review)
+
 
 # --- inputs ----------------------------------------------------------------------------
 
@@ -242,3 +289,89 @@ def cmd_submit(args: argparse.Namespace) -> int:
         }[outcome.pull_request]
         print(f"{module_id}: pull request #{outcome.number} {verb} {outcome.url}")
     return 0
+
+
+# --- review ------------------------------------------------------------------------------
+
+
+def changed_paths(root: Path, base: str) -> list[str]:
+    """Files changed between the merge base of `base` and HEAD (what the pull request adds)."""
+    import pygit2
+
+    repo = _git_repo(root)
+    if repo is None:
+        raise UsageError(f"--base needs a git checkout; {root} is not inside one")
+    try:
+        base_commit = repo.revparse_single(base).peel(pygit2.Commit)
+    except (KeyError, ValueError, pygit2.GitError):
+        raise UsageError(
+            f"--base {base!r} is not a commit here; fetch it first (actions/checkout with "
+            "fetch-depth: 0)"
+        ) from None
+    head = repo.head.peel(pygit2.Commit)
+    merge_base = repo.merge_base(base_commit.id, head.id) or base_commit.id
+    diff = repo.diff(repo[merge_base].peel(pygit2.Commit).tree, head.tree)
+    paths = set()
+    for delta in diff.deltas:
+        paths.update({delta.old_file.path, delta.new_file.path})
+    return sorted(paths)
+
+
+def build_preview(root: Path, out: Path, changed: list[str]) -> Any:
+    from deepmarket.contrib.review import Preview
+    from deepmarket.site.build import build_site
+
+    config = root / "mkdocs.yml"
+    if not config.is_file():
+        return Preview(False, f"not built: {config} does not exist", {})
+    try:
+        site = build_site(config, site_dir=out.resolve(), catalog=root.resolve())
+    except UserError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else "failed"
+        return Preview(False, f"the marketplace build failed: {first}", {})
+    pages = {m: (site / "modules" / m / "index.html").is_file() for m in changed}
+    where = ", ".join(f"`modules/{m}/index.html`" for m, ok in pages.items() if ok)
+    return Preview(
+        True,
+        "built; download the workflow's `preview` artifact and open " + (where or "`index.html`"),
+        pages,
+    )
+
+
+def cmd_review(args: argparse.Namespace) -> int:
+    from deepmarket.catalog.loader import scan_catalog, strict
+    from deepmarket.contrib import review
+
+    root = args.root
+    paths = changed_paths(root, args.base) if args.base else []
+    changed = review.changed_modules(paths)
+    _, problems = scan_catalog(root)
+    ranked = review.rank(strict(problems), changed)
+    if args.format == "github":
+        for line in review.annotations(ranked, args.annotations).lines:
+            print(line)
+    else:
+        for problem in ranked:
+            print(str(problem))
+    errors = [p for p in ranked if p.is_error]
+    if args.preview is not None and not errors:
+        preview = build_preview(root, args.preview, changed)
+    elif args.preview is not None:
+        preview = review.Preview(False, "not built: fix the errors above first", {})
+    else:
+        preview = review.Preview(False, "not requested", {})
+    if args.summary is not None:
+        with args.summary.open("a", encoding="utf-8") as handle:
+            handle.write(review.summary(ranked, changed, preview) + "\n")
+    if args.comment is not None:
+        args.comment.parent.mkdir(parents=True, exist_ok=True)
+        args.comment.write_text(
+            review.comment(ranked, changed, preview, run_url=args.run_url), encoding="utf-8"
+        )
+    n = len(errors)
+    print(
+        f"review: {n} error{'s' if n != 1 else ''}; changed modules: {', '.join(changed) or 'none'}"
+        f"; preview: {preview.message}",
+        file=sys.stderr,
+    )
+    return 1 if errors else 0
