@@ -214,7 +214,8 @@ def cmd_new(args: argparse.Namespace) -> int:
         f"next: replace every TODO and your-org placeholder in {module_dir / 'module.yml'} and "
         f"{module_dir / 'README.md'}; put an icon.svg or icon.png beside them if you have one; "
         "preview with `deepmarket site serve`; then `deepmarket validate` (placeholders are "
-        "warnings here and errors in CI) and open a pull request",
+        f"warnings here and errors in CI) and `deepmarket submit {args.id}` to open the pull "
+        "request",
         file=sys.stderr,
     )
     return 0
