@@ -219,3 +219,25 @@ def test_a_server_that_never_answers_is_named_with_the_time_waited():
         f"cannot reach {url}: no answer within 1s (timed out); is the server running at that URL?"
     )
     assert caught.value.exit_code == 2
+
+
+@pytest.mark.deepaas
+def test_a_catalog_sample_for_several_file_fields(demo, tmp_path, capsys):
+    entry = tmp_path / "catalog" / "demo-like"
+    (entry / "samples").mkdir(parents=True)
+    (entry / "samples" / "image.png").write_bytes(SEVEN.read_bytes())
+    (entry / "samples" / "audio.wav").write_bytes(b"RIFF" + bytes(100))
+    (entry / "samples" / "video.mp4").write_bytes(bytes(100))
+    (entry / "module.yml").write_text(
+        "runtime:\n  model: demo_like\n  check:\n    predict:\n"
+        "      args: {accept: application/zip, demo_float: '0.5'}\n"
+        "      files: {demo_image: samples/image.png, demo_audio: samples/audio.wav,"
+        " demo_video: samples/video.mp4}\n"
+    )
+    code = main(
+        ["module", "check", demo.url, "--module", "demo-like", "--root", str(tmp_path),
+         "--format", "json"]
+    )  # fmt: skip
+    checks = {c["name"]: c for c in json.loads(capsys.readouterr().out)["checks"]}
+    assert code == 0, checks
+    assert checks["predict"]["detail"].endswith("bytes of application/zip")

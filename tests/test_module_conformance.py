@@ -3,6 +3,8 @@
 import json
 from pathlib import Path
 
+import pytest
+
 from deepmarket.modules import conformance as c
 from deepmarket.modules import report
 from deepmarket.modules.http import Answer
@@ -221,3 +223,17 @@ def test_train_args_are_checked_against_the_swagger():
     assert wrong.detail == "--train-arg epochs: train does not declare it (declared: epoch_num)"
     none = c.PredictSpec("/p", (), None, False)
     assert "declares no POST train/" in c.judge_train_args(none, {"x": "1"}).detail
+
+
+@pytest.mark.parametrize(
+    "paths",
+    [
+        {"/v2/models/m/predict/": []},
+        {"/v2/models/m/predict/": {"post": "x"}},
+        {"/v2/models/m/predict/": {"post": {"parameters": {"a": 1}, "responses": []}}},
+        {"/v2/models/m/predict/": {"post": {"parameters": [{"in": "query"}, "x"]}}},
+    ],
+)
+def test_odd_swagger_documents_are_judged_not_crashed_on(paths):
+    check, found = c.judge_spec(answer(200, {"paths": paths}), "m")
+    assert check.status == "fail" and found is None

@@ -58,3 +58,37 @@ def test_serve_refuses_a_busy_port_before_starting_anything(capsys):
         code = main(["module", "serve", "digits-classifier", "--port", str(port)])
     assert code == 1
     assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        (
+            "pyproject.toml",
+            '[tool.poetry]\nname = "m"\n\n[tool.poetry.plugins."deepaas.v2.model"]\n'
+            'poetry_model = "m.api"\n',
+        ),
+        (
+            "setup.cfg",
+            "[metadata]\nname = m\n\n[options.entry_points]\ndeepaas.v2.model =\n"
+            "    cfg_model = m.api\n",
+        ),
+    ],
+)
+def test_entry_points_are_found_however_the_package_declares_them(tmp_path, name, text):
+    (tmp_path / name).write_text(text)
+    expected = "poetry_model" if name == "pyproject.toml" else "cfg_model"
+    assert targets.declared_models(tmp_path) == ([expected], str(tmp_path / name))
+    found = targets.resolve(str(tmp_path), REPO, {expected: "m.api"})
+    assert found.model == expected
+
+
+def test_setup_py_packages_are_read_from_the_installed_distribution(tmp_path):
+    # setup.py declares its entry points in code: the installed metadata is what tells
+    (tmp_path / "setup.py").write_text("from setuptools import setup\nsetup()\n")
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "deepmarket-digits"\n')
+    names, where = targets.declared_models(tmp_path)
+    assert names == ["digits"] and where == "the installed distribution 'deepmarket-digits'"
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "not-installed-anywhere"\n')
+    with pytest.raises(UserError, match=r"declares 0 'deepaas\.v2\.model' entry points"):
+        targets.resolve(str(tmp_path), REPO, {})

@@ -24,11 +24,15 @@ def sample_from_catalog(root: Path, module_id: str) -> tuple[c.Sample | None, st
     the model name it declares."""
     model = targets.model_in_catalog(root, module_id)
     data, folder = targets.read_entry(root, module_id)
-    predict = (data.get("runtime", {}).get("check") or {}).get("predict")
+    runtime = data.get("runtime") if isinstance(data.get("runtime"), dict) else {}
+    check = runtime.get("check") if isinstance(runtime.get("check"), dict) else {}
+    predict = check.get("predict")
     if not isinstance(predict, dict):
         return None, model
-    files = {str(k): folder / str(v) for k, v in (predict.get("files") or {}).items()}
-    args = {str(k): str(v) for k, v in (predict.get("args") or {}).items()}
+    raw_files = predict.get("files") if isinstance(predict.get("files"), dict) else {}
+    raw_args = predict.get("args") if isinstance(predict.get("args"), dict) else {}
+    files = {str(k): folder / str(v) for k, v in raw_files.items()}
+    args = {str(k): str(v) for k, v in raw_args.items()}
     where = f"{folder / 'module.yml'} runtime.check.predict"
     return c.Sample(args, files, where), model
 

@@ -174,10 +174,15 @@ def judge_spec(answer: Answer, model: str) -> tuple[Check, PredictSpec | None]:
     if not isinstance(spec, dict) or not isinstance(spec.get("paths"), dict):
         return Check(name, "fail", "/swagger.json has no 'paths'"), None
     path = f"/v2/models/{model}/predict/"
-    operation = spec["paths"].get(path, {}).get("post")
+    operation = _operation(spec, path)
     if not isinstance(operation, dict):
         return Check(name, "fail", f"/swagger.json declares no POST {path}"), None
-    parameters = tuple(p for p in operation.get("parameters", []) if isinstance(p, dict))
+    raw = operation.get("parameters")
+    parameters = (
+        tuple(p for p in raw if isinstance(p, dict) and isinstance(p.get("name"), str))
+        if isinstance(raw, list)
+        else ()
+    )
     inputs = [p["name"] for p in parameters if p.get("name") != "accept"]
     if not inputs:
         return Check(
@@ -185,19 +190,27 @@ def judge_spec(answer: Answer, model: str) -> tuple[Check, PredictSpec | None]:
             "fail",
             f"POST {path} declares no arguments; get_predict_args() should return the inputs",
         ), None
-    response = (operation.get("responses", {}).get("200") or {}).get("schema")
-    definitions = spec.get("definitions", {})
+    responses = operation.get("responses")
+    ok = responses.get("200") if isinstance(responses, dict) else None
+    response = ok.get("schema") if isinstance(ok, dict) else None
+    definitions = spec.get("definitions") if isinstance(spec.get("definitions"), dict) else {}
     schema = _resolve_schema(response, definitions) if isinstance(response, dict) else None
     generic = isinstance(response, dict) and response.get("$ref") == "#/definitions/Prediction"
-    train_op = spec["paths"].get(f"/v2/models/{model}/train/", {}).get("post")
+    train_op = _operation(spec, f"/v2/models/{model}/train/")
     train_params = (
-        tuple(p for p in train_op.get("parameters", []) if isinstance(p, dict))
+        tuple(p for p in train_op.get("parameters") or [] if isinstance(p, dict))
         if isinstance(train_op, dict)
         else None
     )
     produces = tuple(str(x) for x in operation.get("produces") or [])
     spec_out = PredictSpec(path, parameters, schema, generic, produces, train_params)
     return Check(name, "pass", f"predict declares {', '.join(inputs)}"), spec_out
+
+
+def _operation(spec: dict[str, Any], path: str) -> dict[str, Any] | None:
+    item = spec["paths"].get(path)
+    post = item.get("post") if isinstance(item, dict) else None
+    return post if isinstance(post, dict) else None
 
 
 def judge_declared_schema(spec: PredictSpec) -> Check:
