@@ -148,7 +148,9 @@ def test_weights_from_training_run_add_an_init_container():
     rt = resolve(spec, None, training_runs=runs)
     pod = pod_template("m", rt, OPTS)["spec"]
     assert pod["initContainers"][0]["envFrom"] == [{"secretRef": {"name": "cred"}}]
-    assert ":webdav,url='https://dav/x':" in pod["initContainers"][0]["args"]
+    init = pod["initContainers"][0]
+    assert init["args"] == ["copy", ":webdav:", "/weights", "--stats-one-line"]
+    assert init["env"] == [{"name": "RCLONE_WEBDAV_URL", "value": "https://dav/x"}]
     with pytest.raises(SpecProblem) as err:
         resolve({"image": "a/b:1", "weights": {"trainingRun": "missing"}}, None)
     assert err.value.reason == "WeightsNotFound"

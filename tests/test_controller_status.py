@@ -125,7 +125,10 @@ def test_rollout_in_progress_is_progressing():
 def test_autoscaled_module_waits_for_the_hpa_to_reach_min_replicas():
     obj = dm({"image": "a/b:1", "autoscaling": {"minReplicas": 2, "maxReplicas": 4}})
     c = conds(status_of(obj, deployment(ready=1, wanted=1)))
-    assert c["Ready"]["status"] == "False" and c["Ready"]["message"] == "1/2 replicas ready"
+    assert (
+        c["Ready"]["status"] == "False"
+        and c["Ready"]["message"] == "1 available, at least 2 wanted"
+    )
     assert c["Progressing"]["status"] == "True"
 
 
@@ -177,3 +180,102 @@ def test_plan_writes_only_what_differs_and_deletes_unwanted_owned_children():
     hpa["metadata"]["ownerReferences"] = [{"uid": "other", "controller": True}]
     observed[("autoscaling/v2", "HorizontalPodAutoscaler")] = hpa
     assert plan_writes(plan, observed, "u") == []
+
+
+# --- truthful status (issue 17, case 8) ---------------------------------------------------------
+
+
+def rolling(available: int, updated: int, total: int, wanted: int, observed: int = 2) -> dict:
+    return {
+        "metadata": {"generation": 2},
+        "spec": {"replicas": wanted},
+        "status": {
+            "observedGeneration": observed,
+            "replicas": total,
+            "updatedReplicas": updated,
+            "readyReplicas": available,
+            "availableReplicas": available,
+        },
+    }
+
+
+def test_image_change_is_not_ready_while_old_pods_serve_and_status_image_is_what_runs():
+    before = status_of(dm({"image": "a/b:1"}), rolling(1, 1, 1, 1))
+    assert conds(before)["Ready"]["status"] == "True" and before["image"] == "a/b:1"
+    changed = dm({"image": "a/b:2"}, generation=2, status=before)
+    # The apply's answer: the Deployment controller has not seen generation 2 yet.
+    s = status_of(changed, rolling(1, 1, 1, 1, observed=1))
+    assert conds(s)["Ready"]["status"] == "False" and s["image"] == "a/b:1"
+    # Seen, new pod surging, old pod still serving.
+    s = status_of(changed, rolling(1, 1, 2, 1))
+    assert conds(s)["Ready"]["status"] == "False" and s["image"] == "a/b:1"
+    assert conds(s)["Progressing"]["status"] == "True"
+    # Old pod gone, new one available.
+    s = status_of(changed, rolling(1, 1, 1, 1))
+    assert conds(s)["Ready"]["status"] == "True" and s["image"] == "a/b:2"
+
+
+def test_an_autoscaler_scale_up_never_flips_ready():
+    obj = dm({"image": "a/b:1", "autoscaling": {"minReplicas": 2, "maxReplicas": 8}})
+    for available, total in [(2, 2), (2, 5), (3, 5), (5, 5)]:
+        s = status_of(obj, rolling(available, total, total, total))
+        assert conds(s)["Ready"]["status"] == "True", (available, total)
+
+
+def test_a_pending_pod_of_a_scale_up_is_not_degraded_but_below_the_minimum_it_is():
+    obj = dm({"image": "a/b:1", "autoscaling": {"minReplicas": 1, "maxReplicas": 4}})
+    pending = {
+        "metadata": {"name": "m-2"},
+        "status": {
+            "conditions": [
+                {
+                    "type": "PodScheduled",
+                    "status": "False",
+                    "reason": "Unschedulable",
+                    "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu.",
+                }
+            ]
+        },
+    }
+    s = status_of(obj, rolling(1, 2, 2, 2), pods=[pending])
+    assert conds(s)["Ready"]["status"] == "True" and conds(s)["Degraded"]["status"] == "False"
+    s = status_of(obj, rolling(0, 1, 1, 1), pods=[pending])
+    assert conds(s)["Degraded"]["reason"] == "Unschedulable"
+
+
+def test_a_crash_loop_reads_the_same_through_its_whole_cycle():
+    def pod(state: dict, restarts: int, last: dict | None) -> dict:
+        cs = {"name": "deepaas", "ready": False, "restartCount": restarts, "state": state}
+        if last:
+            cs["lastState"] = {"terminated": last}
+        return {"metadata": {"name": "m-1"}, "status": {"containerStatuses": [cs]}}
+
+    died = {"exitCode": 1, "reason": "Error", "finishedAt": "2026-01-01T00:00:00Z"}
+    cycle = [
+        pod({"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 10s"}}, 1, died),
+        pod({"running": {"startedAt": "2026-01-01T00:00:10Z"}}, 2, died),
+        pod({"terminated": died}, 2, died),
+        pod({"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 40s"}}, 2, died),
+    ]
+    degraded = {
+        json_key(conds(status_of(dm(), rolling(0, 1, 1, 1), pods=[p]))["Degraded"]) for p in cycle
+    }
+    assert len(degraded) == 1, degraded
+    (only,) = degraded
+    assert "CrashLoopBackOff" in only and "exit code 1" in only
+
+
+def test_image_pull_errors_alternating_read_the_same():
+    def pod(reason: str, message: str) -> dict:
+        cs = {"name": "deepaas", "image": "a/b:1", "restartCount": 0,
+              "state": {"waiting": {"reason": reason, "message": message}}}  # fmt: skip
+        return {"metadata": {"name": "m-1"}, "status": {"containerStatuses": [cs]}}
+
+    a = status_of(dm(), rolling(0, 1, 1, 1), pods=[pod("ErrImagePull", "rpc error: 404")])
+    b = status_of(dm(), rolling(0, 1, 1, 1), pods=[pod("ImagePullBackOff", "Back-off pulling")])
+    assert conds(a)["Degraded"] == conds(b)["Degraded"]
+    assert conds(a)["Degraded"]["reason"] == "ImagePullBackOff"
+
+
+def json_key(cond: dict) -> str:
+    return f"{cond['status']} {cond['reason']} {cond['message']}"

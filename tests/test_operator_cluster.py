@@ -36,6 +36,10 @@ IMAGE = "ghcr.io/example/plants:1.2.0"
 
 @pytest.fixture(scope="module")
 def installed(cluster):
+    return install(cluster)
+
+
+def install(cluster):
     """`kubectl apply -k controller/`: CRDs, RBAC, the operator's namespace and Deployment."""
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-k", str(ROOT / "controller"))
     cluster.kubectl(
@@ -72,6 +76,9 @@ def sa_kubeconfig(cluster, path: Path) -> Path:
 class Operator:
     """`deepmarket controller run` as a subprocess, authenticated as its ServiceAccount."""
 
+    # How to start Python for it (a test may wrap it, e.g. to skew its clock).
+    launcher: tuple[str, ...] = (sys.executable, "-m", "deepmarket")
+
     def __init__(self, cluster, workdir: Path, *extra: str, name: str = "operator") -> None:
         self.cluster = cluster
         self.workdir = workdir
@@ -88,9 +95,7 @@ class Operator:
         log = self.log.open("a")
         self.proc = subprocess.Popen(
             [
-                sys.executable,
-                "-m",
-                "deepmarket",
+                *self.launcher,
                 "controller",
                 "run",
                 "--kubeconfig",
@@ -569,7 +574,15 @@ def lease_holder(cluster) -> str | None:
 def test_leader_election_one_replica_acts_and_a_follower_takes_over(operator, namespace, tmp_path):
     cluster = operator.cluster
     operator.stop()  # the standalone operator would act regardless of the lease
-    args = ("--leader-elect", "--lease-duration", "4")
+    args = (
+        "--leader-elect",
+        "--lease-duration",
+        "8",
+        "--renew-deadline",
+        "6",
+        "--retry-period",
+        "1",
+    )
     a = Operator(cluster, tmp_path, *args, name="a")
     b = Operator(cluster, tmp_path, *args, name="b")
     try:

@@ -35,8 +35,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if args.api_timeout < 0:
         raise UsageError("--api-timeout: give 0 or more seconds")
-    if args.lease_duration < 3:
-        raise UsageError("--lease-duration: give at least 3 seconds")
+    from deepmarket.controller.runner import Election
+    from deepmarket.controller.workqueue import QueueSettings
+
+    election = Election(args.lease_duration, args.renew_deadline, args.retry_period)
+    if args.leader_elect and election.problems():
+        raise UsageError("; ".join(election.problems()))
+    try:
+        queue = QueueSettings(
+            workers=args.workers,
+            backoff_base=args.backoff_base,
+            backoff_cap=args.backoff_max,
+            resync_period=args.resync_period or None,
+        )
+    except ValueError as err:
+        raise UsageError(f"--workers/--backoff-*/--resync-period: {err}") from None
     if args.catalog and not (args.catalog / "modules.yml").is_file():
         raise UsageError(f"--catalog {args.catalog}: no modules.yml there (give the catalog root)")
     try:
@@ -57,8 +70,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             liveness=args.liveness,
             leader_elect=args.leader_elect,
             lease_namespace=args.lease_namespace,
-            lease_duration=args.lease_duration,
-            workers=args.workers,
+            election=election,
+            queue=queue,
             api_timeout=args.api_timeout,
         )
     )
@@ -91,8 +104,22 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="hold a Lease so that only one of several replicas acts")  # fmt: skip
     p.add_argument("--lease-namespace", default="deepmarket-system",
                    help="namespace of the leader Lease (default: deepmarket-system)")  # fmt: skip
-    p.add_argument("--lease-duration", type=int, default=30, metavar="SECONDS",
-                   help="how long a silent leader keeps the lease (default 30)")  # fmt: skip
+    p.add_argument("--lease-duration", type=float, default=15, metavar="SECONDS",
+                   help="how long followers wait after they last saw the lease renewed "
+                   "(default 15)")  # fmt: skip
+    p.add_argument("--renew-deadline", type=float, default=10, metavar="SECONDS",
+                   help="a leader that could not renew for this long stops writing and exits "
+                   "(default 10; less than --lease-duration)")  # fmt: skip
+    p.add_argument("--retry-period", type=float, default=2, metavar="SECONDS",
+                   help="how often to renew, or to try to acquire (default 2)")  # fmt: skip
+    p.add_argument("--resync-period", type=float, default=600, metavar="SECONDS",
+                   help="reconcile every object again this often, plus up to 10%% jitter "
+                   "(default 600; 0: never)")  # fmt: skip
+    p.add_argument("--backoff-base", type=float, default=1, metavar="SECONDS",
+                   help="first retry delay after a failed reconcile; doubles per failure "
+                   "(default 1)")  # fmt: skip
+    p.add_argument("--backoff-max", type=float, default=300, metavar="SECONDS",
+                   help="longest retry delay; retries never stop (default 300)")  # fmt: skip
     p.add_argument("--api-timeout", type=float, default=120, metavar="SECONDS",
                    help="wait this long for the DeepModule API (the CRDs) to be served "
                    "before giving up (default 120)")  # fmt: skip

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -116,3 +117,113 @@ def newest(*copies: dict[str, Any] | None) -> dict[str, Any] | None:
     if not present:
         return None
     return max(present, key=resource_version)
+
+
+def controller_of(obj: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The owner reference marked `controller: true`, if any (Kubernetes allows one)."""
+    for ref in (obj or {}).get("metadata", {}).get("ownerReferences") or []:
+        if ref.get("controller"):
+            return dict(ref)
+    return None
+
+
+def controlled_by(obj: Mapping[str, Any] | None, owner_uid: str) -> bool:
+    """Whether `obj`'s controller owner reference is the object with uid `owner_uid`."""
+    ref = controller_of(obj)
+    return bool(ref) and ref.get("uid") == owner_uid  # type: ignore[union-attr]
+
+
+# --- hand edits (drift) by other field managers -------------------------------------------------
+
+# Paths in a child's spec that others may own: the replica count (an HPA, `kubectl scale`
+# through /scale, our own hand-over manager) and the pod template's metadata (`kubectl rollout
+# restart` stamps an annotation there).
+_TOLERATED = (("spec", "replicas"), ("spec", "template", "metadata"))
+
+
+def foreign_entries(obj: Mapping[str, Any], own_managers: frozenset[str]) -> list[dict[str, Any]]:
+    """managedFields entries that are someone else's edits of the object itself (not of its
+    status or scale subresources): what `kubectl edit/patch/set`, or another tool, changed."""
+    out = []
+    for entry in obj.get("metadata", {}).get("managedFields") or []:
+        if entry.get("manager") in own_managers or entry.get("subresource"):
+            continue
+        fields = (entry.get("fieldsV1") or {}).get("f:spec")
+        if fields:
+            out.append({"manager": entry.get("manager"), "fieldsV1": {"f:spec": fields}})
+    return out
+
+
+def _escape(token: object) -> str:
+    return str(token).replace("~", "~0").replace("/", "~1")
+
+
+def _match(items: list[Any], key: Mapping[str, Any]) -> int | None:
+    for n, item in enumerate(items):
+        if isinstance(item, dict) and all(_leaf_equal(v, item.get(k)) for k, v in key.items()):
+            return n
+    return None
+
+
+def _foreign_removals(
+    fields: Mapping[str, Any], live: Any, desired: Any, path: tuple[Any, ...], out: list[Any]
+) -> None:
+    for token, sub in fields.items():
+        if token.startswith("f:"):
+            name = token[2:]
+            if not isinstance(live, dict) or name not in live:
+                continue
+            here = (*path, name)
+            if any(here[: len(t)] == t for t in _TOLERATED):
+                continue
+            want = desired.get(name) if isinstance(desired, dict) else None
+            if want is None:
+                out.append((here, live[name]))  # a field we never set: theirs alone
+            elif isinstance(sub, dict) and sub:
+                _foreign_removals(sub, live[name], want, here, out)
+        elif token.startswith("k:") and isinstance(live, list):
+            try:
+                key = json.loads(token[2:])
+            except ValueError:
+                continue
+            n = _match(live, key)
+            if n is None:
+                continue
+            want_n = _match(desired, key) if isinstance(desired, list) else None
+            if want_n is None:
+                out.append(((*path, n), live[n]))  # an item we do not want (a sidecar, an env)
+            elif isinstance(sub, dict) and sub:
+                _foreign_removals(sub, live[n], desired[want_n], (*path, n), out)
+
+
+def revert_patch(
+    observed: Mapping[str, Any], desired: Mapping[str, Any], own_managers: frozenset[str]
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """A JSON patch removing what other managers added to `observed` that `desired` lacks, and
+    the paths it removes. Fields we set are restored by our own apply (force), not here.
+
+    Each removal is guarded by a `test` of the value it removes, so a concurrent change makes
+    the patch fail (and the reconcile retry) instead of removing the wrong list item."""
+    found: list[tuple[tuple[Any, ...], Any]] = []
+    for entry in foreign_entries(observed, own_managers):
+        _foreign_removals(entry["fieldsV1"], observed, desired, (), found)
+    unique: dict[tuple[Any, ...], Any] = {}
+    for path, value in found:
+        if not any(path[: len(p)] == p for p in unique if len(p) < len(path)):
+            unique[path] = value
+    # Remove list items from the highest index down, so earlier removals keep indices valid.
+    ops: list[dict[str, Any]] = []
+    for path in sorted(unique, key=_removal_order):
+        pointer = "/" + "/".join(_escape(t) for t in path)
+        ops.append({"op": "test", "path": pointer, "value": unique[path]})
+        ops.append({"op": "remove", "path": pointer})
+    shown = [
+        ".".join(str(t) if not isinstance(t, int) else f"[{t}]" for t in p).replace(".[", "[")
+        for p in unique
+    ]
+    return ops, shown
+
+
+def _removal_order(path: tuple[Any, ...]) -> tuple[Any, ...]:
+    # Same parent list: higher index first. Otherwise any stable order.
+    return tuple((0, -t) if isinstance(t, int) else (1, str(t)) for t in path)

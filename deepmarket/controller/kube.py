@@ -8,7 +8,10 @@ produce and compare, and deserialising 1,000 Deployments into models would domin
 from __future__ import annotations
 
 import json
+import threading
+import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -109,9 +112,20 @@ def make_api_client(kubeconfig: str | None = None, pool_size: int = 16) -> Any:
 class Kube:
     """Plain-dict requests; every write names the field manager `deepmarket`."""
 
-    def __init__(self, api_client: Any, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        api_client: Any,
+        timeout: float = 30.0,
+        may_write: Callable[[], bool] | None = None,
+    ) -> None:
         self.api = api_client
         self.timeout = timeout
+        # Leader election's fence: once False, no write leaves this process (reads still do).
+        self.may_write = may_write
+
+    def fenced(self, may_write: Callable[[], bool], timeout: float | None = None) -> Kube:
+        """The same connection, writing only while `may_write()` says so."""
+        return Kube(self.api, self.timeout if timeout is None else timeout, may_write)
 
     def request(
         self,
@@ -122,6 +136,10 @@ class Kube:
         query: list[tuple[str, str]] | None = None,
         content_type: str = "application/json",
     ) -> dict[str, Any]:
+        if method != "GET" and self.may_write is not None and not self.may_write():
+            raise ApiError(
+                0, "not writing: this replica is no longer sure to hold the leader lease"
+            )
         headers = {"Accept": "application/json", "Content-Type": content_type}
         method, url, headers, body, _ = self.api.param_serialize(
             method, path, query_params=query or [], header_params=headers, body=body,
@@ -148,8 +166,10 @@ class Kube:
                 return None
             raise
 
-    def apply(self, obj: dict[str, Any], *, subresource: str = "") -> dict[str, Any]:
-        """Server-side apply `obj` (create or update) as field manager `deepmarket`."""
+    def apply(
+        self, obj: dict[str, Any], *, subresource: str = "", field_manager: str = FIELD_MANAGER
+    ) -> dict[str, Any]:
+        """Server-side apply `obj` (create or update) as `field_manager`."""
         meta = obj["metadata"]
         path = object_path(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])
         if subresource:
@@ -158,8 +178,20 @@ class Kube:
             "PATCH",
             path,
             body=obj,
-            query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+            query=[("fieldManager", field_manager), ("force", "true")],
             content_type="application/apply-patch+yaml",
+        )
+
+    def json_patch(
+        self, api_version: str, kind: str, namespace: str, name: str, ops: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        """An RFC 6902 JSON patch (its `test` operations make it fail on a concurrent change)."""
+        return self.request(
+            "PATCH",
+            object_path(api_version, kind, namespace, name),
+            body=ops,
+            query=[("fieldManager", FIELD_MANAGER)],
+            content_type="application/json-patch+json",
         )
 
     def delete(self, api_version: str, kind: str, namespace: str, name: str, uid: str) -> None:
@@ -172,7 +204,9 @@ class Kube:
             if err.status not in (404, 409):
                 raise
 
-    def event(self, involved: dict[str, Any], type_: str, reason: str, message: str) -> None:
+    def event(
+        self, involved: dict[str, Any], type_: str, reason: str, message: str
+    ) -> dict[str, Any]:
         """Record a core/v1 Event on a DeepModule (what `kubectl describe` shows)."""
         meta = involved["metadata"]
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -201,7 +235,17 @@ class Kube:
             "lastTimestamp": now,
             "count": 1,
         }
-        self.request("POST", object_path("v1", "Event", meta["namespace"]), body=body)
+        return self.request("POST", object_path("v1", "Event", meta["namespace"]), body=body)
+
+    def event_count(self, namespace: str, name: str, count: int) -> None:
+        """Bump a repeated Event's count and lastTimestamp (how kubectl shows `x5 over 3m`)."""
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        self.request(
+            "PATCH",
+            object_path("v1", "Event", namespace, name),
+            body={"count": count, "lastTimestamp": now},
+            content_type="application/merge-patch+json",
+        )
 
     def has_api(self, group_version: str) -> bool:
         """Whether the cluster serves a group/version, e.g. Knative's serving.knative.dev/v1."""
@@ -212,3 +256,34 @@ class Kube:
             if err.status in (403, 404, 503):
                 return False
             raise
+
+
+class EventRecorder:
+    """Events with client-go's aggregation: the same (object, type, reason, message) again
+    within `window` seconds bumps the first Event's count instead of creating another."""
+
+    def __init__(self, kube: Kube, window: float = 3600.0, size: int = 4096) -> None:
+        self.kube, self.window, self.size = kube, window, size
+        self.seen: dict[tuple[str, ...], tuple[str, int, float]] = {}
+        self.lock = threading.Lock()
+
+    def record(self, involved: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        meta = involved["metadata"]
+        key = (meta["namespace"], str(meta.get("uid")), type_, reason, message[:1024])
+        now = time.monotonic()
+        with self.lock:
+            seen = self.seen.get(key)
+            if seen and now - seen[2] < self.window:
+                self.seen[key] = (seen[0], seen[1] + 1, seen[2])
+        if seen and now - seen[2] < self.window:
+            try:
+                self.kube.event_count(meta["namespace"], seen[0], seen[1] + 1)
+                return
+            except ApiError as err:
+                if err.status != 404:  # expired (events live 1 h): record a new one
+                    raise
+        created = self.kube.event(involved, type_, reason, message)
+        with self.lock:
+            if len(self.seen) >= self.size:
+                self.seen.pop(next(iter(self.seen)))
+            self.seen[key] = (created["metadata"]["name"], 1, now)

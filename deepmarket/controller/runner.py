@@ -1,24 +1,34 @@
 """`deepmarket controller run`: kopf hardened for production, plus optional leader election.
 
+Resources register through `RESOURCES` (one `setup(ctx)` per resource package, see
+`deepmarket.controller.context`); the runner starts their handlers, work queues and background
+loops together, and stops them together.
+
 More than one replica: with `--leader-elect` every replica competes for a coordination.k8s.io
-Lease; only the holder runs the handlers, the others wait warm. A leader that cannot renew
-within the lease duration stops its operator and exits non-zero, so Kubernetes restarts it as a
-follower — never two writers at once for longer than one lease. Without it (the default, and
-what `deepmarket dev` uses) the operator runs standalone: no peering objects, no writes at all
-while nothing changes.
+Lease, with client-go's semantics. A follower judges the lease expired only by its own
+monotonic clock — the lease duration after it last *saw the record change* — never by comparing
+the holder's renewTime with its own wall clock (clocks skew). The leader renews every retry
+period; if no renewal succeeded within the renew deadline (shorter than the lease), it stops
+writing at once (a fence in the API client), stops its handlers and exits non-zero, so the
+Deployment restarts it as a follower — all before a follower may take over. On SIGTERM the
+leader releases the lease, so a follower takes over at once. API errors while waiting are
+retried, never fatal. Without `--leader-elect` (the default, and what `deepmarket dev` uses)
+the operator runs standalone: no peering objects, no writes at all while nothing changes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import random
 import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,17 +36,48 @@ import kopf
 
 from deepmarket.catalog.model import Catalog
 from deepmarket.controller import DEEPMODULE_API
-from deepmarket.controller.deepmodule.handlers import Controller, register
-from deepmarket.controller.deepmodule.reconciler import Reconciler
+from deepmarket.controller import deepmodule as deepmodule_resource
+from deepmarket.controller.context import OperatorContext, ResourceSetup
 from deepmarket.controller.kube import ApiError, Kube, connection_info, make_api_client
 from deepmarket.controller.options import Options
+from deepmarket.controller.workqueue import QueueSettings
 from deepmarket.errors import UserError
 
 log = logging.getLogger("deepmarket.controller")
 
 LEASE_NAME = "deepmarket-operator"
-LEASE_DURATION_S = 30
+# client-go's defaults (kube-controller-manager, controller-runtime): 15 s / 10 s / 2 s.
+LEASE_DURATION_S = 15.0
+RENEW_DEADLINE_S = 10.0
+RETRY_PERIOD_S = 2.0
 CATALOG_POLL_S = 15.0
+KNATIVE_API = "serving.knative.dev/v1"
+OPTIONAL_APIS = (KNATIVE_API,)
+
+# The resources this operator runs, each a `setup(ctx)`; TrainingRun and sync append theirs.
+RESOURCES: tuple[ResourceSetup, ...] = (deepmodule_resource.setup,)
+
+
+@dataclass(frozen=True)
+class Election:
+    """Leader-election timings (seconds), validated as client-go does."""
+
+    lease_duration: float = LEASE_DURATION_S
+    renew_deadline: float = RENEW_DEADLINE_S
+    retry_period: float = RETRY_PERIOD_S
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.retry_period <= 0:
+            out.append("--retry-period must be more than 0 seconds")
+        if self.renew_deadline <= self.retry_period * 1.2:
+            out.append("--renew-deadline must be more than 1.2 x --retry-period")
+        if self.lease_duration <= self.renew_deadline:
+            out.append(
+                "--lease-duration must be longer than --renew-deadline (a leader stops "
+                "writing before its lease can expire)"
+            )
+        return out
 
 
 @dataclass(frozen=True)
@@ -47,9 +88,14 @@ class RunConfig:
     liveness: str | None = None  # e.g. http://0.0.0.0:8080/healthz
     leader_elect: bool = False
     lease_namespace: str = "deepmarket-system"
-    lease_duration: int = LEASE_DURATION_S
-    workers: int = 16
+    election: Election = field(default_factory=Election)
+    queue: QueueSettings = field(default_factory=QueueSettings)
     api_timeout: float = 120.0  # how long to wait for the DeepModule API to be served
+    resources: tuple[ResourceSetup, ...] = RESOURCES
+
+    @property
+    def workers(self) -> int:
+        return self.queue.workers
 
 
 def deepmodule_list_paths(namespaces: tuple[str, ...]) -> list[str]:
@@ -135,7 +181,7 @@ def _catalog_stamp(root: Path) -> float:
     return max((f.stat().st_mtime for f in files if f.exists()), default=0.0)
 
 
-async def watch_catalog(ctl: Controller, root: Path) -> None:
+async def watch_catalog(ctx: OperatorContext, root: Path) -> None:
     """Reload the catalog when its files change; a broken catalog keeps the last good one."""
     stamp = _catalog_stamp(root)
     while True:
@@ -149,30 +195,65 @@ async def watch_catalog(ctl: Controller, root: Path) -> None:
         except UserError as err:
             log.error("catalog %s is invalid, keeping the last good one: %s", root, err)
             continue
-        ctl.reconciler.catalog = catalog
+        ctx.set_catalog(catalog)
         log.info("catalog reloaded: %d modules", len(catalog or ()))
-        await asyncio.gather(*(ctl.kick(key) for key in ctl.module_keys()))
 
 
-class Lease:
-    """A coordination.k8s.io/v1 Lease held by this process (optimistic concurrency on rv)."""
+async def watch_optional_apis(ctx: OperatorContext, kube: Kube, every: float) -> None:
+    """Notice Knative Serving installed (or removed) after the start: re-check every `every`."""
+    while True:
+        await asyncio.sleep(every)
+        for group_version in OPTIONAL_APIS:
+            try:
+                served = await asyncio.to_thread(kube.has_api, group_version)
+            except ApiError as err:
+                log.debug("checking for %s: %s", group_version, err)
+                continue
+            if served != (ctx.knative if group_version == KNATIVE_API else served):
+                log.info("%s is %s now", group_version, "served" if served else "gone")
+                ctx.set_api(group_version, served)
+
+
+def _wall_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class LeaderElector:
+    """A coordination.k8s.io/v1 Lease, held the way client-go's leaderelection holds it.
+
+    Expiry is judged by `monotonic` only: the lease duration after this process last observed
+    a change of the record. renewTime is written for people and tools, never compared."""
 
     def __init__(
-        self, kube: Kube, namespace: str, identity: str, duration: int = LEASE_DURATION_S
+        self,
+        kube: Kube,
+        namespace: str,
+        identity: str,
+        election: Election,
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+        wall: Callable[[], str] = _wall_now,
     ) -> None:
         self.kube, self.namespace, self.identity = kube, namespace, identity
-        self.duration = duration
+        self.election = election
+        self.monotonic, self.wall = monotonic, wall
         self.path = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{LEASE_NAME}"
+        self.observed: dict[str, Any] | None = None
+        self.observed_at = 0.0
 
-    @staticmethod
-    def _now() -> str:
-        return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    def _observe(self, record: dict[str, Any]) -> None:
+        if record != self.observed:
+            self.observed = dict(record)
+            self.observed_at = self.monotonic()
 
-    def try_acquire(self) -> bool:
-        spec = {
+    def try_acquire_or_renew(self) -> bool:
+        """One attempt; True when this process holds the lease afterwards."""
+        now = self.wall()
+        mine = {
             "holderIdentity": self.identity,
-            "leaseDurationSeconds": self.duration,
-            "renewTime": self._now(),
+            "leaseDurationSeconds": max(1, round(self.election.lease_duration)),
+            "renewTime": now,
+            "acquireTime": now,
         }
         try:
             lease = self.kube.request("GET", self.path)
@@ -181,58 +262,126 @@ class Lease:
                 raise
             body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
                     "metadata": {"name": LEASE_NAME, "namespace": self.namespace},
-                    "spec": {**spec, "acquireTime": spec["renewTime"]}}  # fmt: skip
+                    "spec": {**mine, "leaseTransitions": 0}}  # fmt: skip
             try:
                 self.kube.request("POST", self.path.rsplit("/", 1)[0], body=body)
-                return True
             except ApiError as err2:
                 if err2.status == 409:
                     return False
                 raise
-        held = lease.get("spec", {})
-        if held.get("holderIdentity") != self.identity:
-            renewed = held.get("renewTime")
-            if renewed:
-                last = datetime.strptime(renewed, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
-                ttl = timedelta(seconds=int(held.get("leaseDurationSeconds") or self.duration))
-                if datetime.now(UTC) < last + ttl:
-                    return False
-            spec["acquireTime"] = spec["renewTime"]
-            spec["leaseTransitions"] = int(held.get("leaseTransitions") or 0) + 1
-        lease["spec"] = {**held, **spec}
-        try:
-            self.kube.request("PUT", self.path, body=lease)  # fails with 409 if someone won
+            self._observe(body["spec"])
             return True
+        held = lease.get("spec") or {}
+        self._observe(held)
+        holder = held.get("holderIdentity") or ""
+        if holder and holder != self.identity:
+            duration = float(held.get("leaseDurationSeconds") or self.election.lease_duration)
+            if self.monotonic() < self.observed_at + duration:
+                return False  # still valid, as far as this process has seen
+        spec = {**held, **mine}
+        if holder == self.identity:
+            spec["acquireTime"] = held.get("acquireTime") or now
+            spec["leaseTransitions"] = int(held.get("leaseTransitions") or 0)
+        else:
+            spec["leaseTransitions"] = int(held.get("leaseTransitions") or 0) + 1
+        lease["spec"] = spec
+        try:
+            self.kube.request("PUT", self.path, body=lease)  # 409 if someone else won
         except ApiError as err:
             if err.status == 409:
                 return False
             raise
+        self._observe(spec)
+        return True
+
+    def release(self) -> bool:
+        """Give the lease up (on shutdown) so a follower takes over now, not after expiry."""
+        lease = self.kube.request("GET", self.path)
+        held = lease.get("spec") or {}
+        if held.get("holderIdentity") != self.identity:
+            return False
+        lease["spec"] = {**held, "holderIdentity": "", "leaseDurationSeconds": 1,
+                         "renewTime": self.wall()}  # fmt: skip
+        self.kube.request("PUT", self.path, body=lease)
+        return True
 
 
-async def _run_elected(cfg: RunConfig, kube: Kube, operate: Any) -> None:
-    identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
-    lease = Lease(kube, cfg.lease_namespace, identity, cfg.lease_duration)
-    renew_every = max(1.0, cfg.lease_duration / 3)
-    log.info("leader election: %s waits for lease %s/%s", identity, cfg.lease_namespace, LEASE_NAME)
-    while not await asyncio.to_thread(lease.try_acquire):
-        await asyncio.sleep(renew_every / 2)
-    log.info("leader election: %s holds lease %s/%s", identity, cfg.lease_namespace, LEASE_NAME)
+class Fence:
+    """Whether this replica may still write: until the renew deadline after the start of the
+    last successful renewal (a follower waits a whole lease after it *sees* that renewal)."""
+
+    def __init__(self, deadline: float, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.deadline, self.monotonic = deadline, monotonic
+        self.until = float("-inf")
+
+    def renewed(self, attempt_started: float) -> None:
+        self.until = attempt_started + self.deadline
+
+    def open(self) -> bool:
+        return self.monotonic() < self.until
+
+    def close(self) -> None:
+        self.until = float("-inf")
+
+
+def _identity() -> str:
+    return os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+
+
+async def _run_elected(cfg: RunConfig, elector: LeaderElector, fence: Fence, operate: Any) -> None:
+    e = cfg.election
+    where = f"{cfg.lease_namespace}/{LEASE_NAME}"
+    log.info("leader election: %s waits for lease %s", elector.identity, where)
+    last_error = ""
+    while True:
+        started = time.monotonic()
+        try:
+            if await asyncio.to_thread(elector.try_acquire_or_renew):
+                fence.renewed(started)
+                break
+        except ApiError as err:  # an apiserver restart, a timeout: keep waiting, never crash
+            if str(err) != last_error:
+                log.warning("leader election: cannot read lease %s (%s); retrying", where, err)
+                last_error = str(err)
+        await asyncio.sleep(e.retry_period * (1 + 1.2 * random.random()))  # client-go jitter
+    log.info(
+        "leader election: %s holds lease %s (lease %gs, renew deadline %gs, retry %gs)",
+        elector.identity, where, e.lease_duration, e.renew_deadline, e.retry_period,
+    )  # fmt: skip
     stop = asyncio.Event()
     task = asyncio.create_task(operate(stop))
-    last_ok = asyncio.get_running_loop().time()
+    lost = False
     while not task.done():
-        await asyncio.sleep(renew_every)
+        done, _ = await asyncio.wait({task}, timeout=e.retry_period)
+        if done:
+            break
+        started = time.monotonic()
         try:
-            if await asyncio.to_thread(lease.try_acquire):
-                last_ok = asyncio.get_running_loop().time()
+            if await asyncio.to_thread(elector.try_acquire_or_renew):
+                fence.renewed(started)
                 continue
+            log.error("leader election: another replica holds lease %s now", where)
+            fence.close()
         except ApiError as err:
-            log.warning("leader election: renewing the lease failed: %s", err)
-        if asyncio.get_running_loop().time() - last_ok > cfg.lease_duration - renew_every:
+            log.warning("leader election: renewing lease %s failed: %s", where, err)
+        if not fence.open():
+            lost = True
+            fence.close()
             stop.set()
-            await task
-            raise UserError("lost the leader lease; exiting so the Deployment restarts this pod")
+            break
+    if lost:
+        log.error("leader election: lost lease %s; stopped writing, stopping", where)
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await asyncio.wait_for(task, timeout=e.lease_duration)
+        raise UserError("lost the leader lease; exiting so the Deployment restarts this pod")
     await task
+    # Stopped (SIGTERM or Ctrl-C): let a follower take over now instead of after expiry.
+    fence.close()
+    try:
+        if await asyncio.to_thread(elector.release):
+            log.info("leader election: released lease %s", where)
+    except ApiError as err:
+        log.warning("leader election: could not release lease %s: %s", where, err)
 
 
 async def serve_liveness(url: str, healthy: Any) -> Any:
@@ -257,11 +406,14 @@ async def serve_liveness(url: str, healthy: Any) -> Any:
 
 def run(cfg: RunConfig) -> None:
     """Run the operator until interrupted (blocks)."""
+    problems = cfg.election.problems() if cfg.leader_elect else []
+    if problems:
+        raise UserError("; ".join(problems))
     api = make_api_client(cfg.kubeconfig, pool_size=cfg.workers * 3)
     kube = Kube(api)
     try:
         catalog = load_catalog_or_none(cfg.options.catalog)
-        knative = kube.has_api("serving.knative.dev/v1")
+        knative = kube.has_api(KNATIVE_API)
     except ApiError as err:
         raise UserError(f"cannot reach the Kubernetes API: {err}") from err
     log.info(
@@ -269,14 +421,22 @@ def run(cfg: RunConfig) -> None:
         f"{len(catalog)} modules from {cfg.options.catalog}"
         if catalog
         else "none (spec.image only)",
-        "yes" if knative else "no (minReplicas 0 runs 1 replica)",
+        "yes" if knative else "no (minReplicas 0 runs 1 replica; re-checked every resync)",
     )
-    reconciler = Reconciler(
-        kube, cfg.options, catalog=catalog, knative=knative, io_workers=cfg.workers * 2
-    )
-    ctl = Controller(reconciler, workers=cfg.workers)
+    fence = Fence(cfg.election.renew_deadline)
+    writer = kube.fenced(fence.open) if cfg.leader_elect else kube
     registry = kopf.OperatorRegistry()
-    register(registry, ctl, knative=knative)
+    ctx = OperatorContext(
+        registry=registry,
+        kube=writer,
+        options=cfg.options,
+        namespaces=cfg.namespaces,
+        queue_settings=cfg.queue,
+        catalog=catalog,
+        knative=knative,
+    )
+    for setup in cfg.resources:
+        setup(ctx)
 
     @kopf.on.login(registry=registry)
     def login(**_: Any) -> kopf.ConnectionInfo:
@@ -287,17 +447,24 @@ def run(cfg: RunConfig) -> None:
 
     ready = asyncio.Event()  # kopf sets it once its watches and indexes are up
     acting = {"now": False}
+    api_poll = min(60.0, cfg.queue.resync_period or 60.0)
 
     async def operate(stop: asyncio.Event) -> None:
         acting["now"] = True
         extra: list[asyncio.Task[None]] = []
+        for queue in ctx.queues:
+            queue.start()
         if cfg.options.catalog:
-            extra.append(asyncio.create_task(watch_catalog(ctl, cfg.options.catalog)))
+            extra.append(asyncio.create_task(watch_catalog(ctx, cfg.options.catalog)))
+        extra.append(asyncio.create_task(watch_optional_apis(ctx, kube, api_poll)))
+        extra.extend(asyncio.create_task(loop()) for loop in ctx.background)
         stop_flag = asyncio.Event()
 
         async def relay() -> None:
             await stop.wait()
             stop_flag.set()
+            for queue in ctx.queues:  # no new reconcile starts once told to stop
+                queue.shutdown()
 
         extra.append(asyncio.create_task(relay()))
         try:
@@ -311,9 +478,12 @@ def run(cfg: RunConfig) -> None:
                 ready_flag=ready,
             )
         finally:
+            for queue in ctx.queues:
+                queue.shutdown()
             for t in extra:
                 t.cancel()
-            ctl.shutdown()
+            for callback in ctx.shutdowns:
+                callback()
 
     async def main() -> None:
         health = None
@@ -323,7 +493,11 @@ def run(cfg: RunConfig) -> None:
         try:
             await asyncio.to_thread(wait_for_deepmodule_api, kube, cfg.namespaces, cfg.api_timeout)
             if cfg.leader_elect:
-                await _run_elected(cfg, kube, operate)
+                e = cfg.election
+                # Lease calls time out well within the renew deadline (a hung call is a failure).
+                lease_kube = kube.fenced(lambda: True, timeout=max(1.0, e.renew_deadline / 2))
+                elector = LeaderElector(lease_kube, cfg.lease_namespace, _identity(), e)
+                await _run_elected(cfg, elector, fence, operate)
             else:
                 await operate(asyncio.Event())
         finally:

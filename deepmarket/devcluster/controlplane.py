@@ -120,6 +120,7 @@ class ControlPlane:
         die_with_parent: bool = True,
         progress: Callable[[str], None] | None = None,
         timeout: float = 120.0,
+        apiserver_args: Sequence[str] = (),
     ) -> None:
         self.binaries = binaries
         self._own_dir = workdir is None
@@ -131,6 +132,7 @@ class ControlPlane:
         self.die_with_parent = die_with_parent
         self.say = progress or (lambda _msg: None)
         self.timeout = timeout
+        self.apiserver_extra = list(apiserver_args)  # e.g. --enable-admission-plugins=…
         self.procs: dict[str, subprocess.Popen] = {}
         self.commands: dict[str, list[str]] = {}
         self.ports: Ports | None = None
@@ -329,7 +331,8 @@ class ControlPlane:
             "kube-apiserver",
             config.apiserver_args(
                 self.pki, self.ports, self.workdir / "apiserver-certs", audit_policy, audit_log
-            ),
+            )
+            + self.apiserver_extra,
         )
         self._wait_ready()
         self.say(f"kube-apiserver ready at {self.server} ({time.monotonic() - t0:.1f}s)")

@@ -6,10 +6,12 @@ later `down` (another process) stops exactly them. The kubeconfig lives at a kno
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 from deepmarket.devcluster import processes
@@ -20,6 +22,7 @@ from deepmarket.devcluster.controlplane import (
     api_request,
     stop_recorded,
 )
+from deepmarket.errors import UserError
 
 Say = Callable[[str], None]
 
@@ -86,7 +89,40 @@ def export_line(env: Mapping[str, str] = os.environ) -> str:
     return f"export KUBECONFIG={kubeconfig_path(env)}"
 
 
+@contextlib.contextmanager
+def state_lock(home: Path) -> Iterator[None]:
+    """One `up` or `down` at a time per state directory: two at once would start two control
+    planes over one state file, or remove the one the other is starting."""
+    home.mkdir(parents=True, exist_ok=True)
+    path = home / "lock"
+    with path.open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise UserError(
+                f"another `deepmarket dev up` or `down` (pid {holder}) is using {home}; wait "
+                "for it to finish, or set DEEPMARKET_DEV_DIR to run a second dev cluster"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.seek(0)
+            handle.truncate()
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def up(say: Say, env: Mapping[str, str] = os.environ) -> int:
+    with state_lock(dev_dir(env)):
+        return _up(say, env)
+
+
+def _up(say: Say, env: Mapping[str, str] = os.environ) -> int:
     home = dev_dir(env)
     state = read_state(env)
     if running(state):
@@ -122,6 +158,11 @@ def up(say: Say, env: Mapping[str, str] = os.environ) -> int:
 
 
 def down(say: Say, env: Mapping[str, str] = os.environ) -> int:
+    with state_lock(dev_dir(env)):
+        return _down(say, env)
+
+
+def _down(say: Say, env: Mapping[str, str] = os.environ) -> int:
     home = dev_dir(env)
     state = read_state(env)
     if not state:

@@ -143,8 +143,11 @@ def _weights_init(rt: Runtime, options: Options) -> dict[str, Any]:
     init: dict[str, Any] = {
         "name": "fetch-weights",
         "image": options.weights_image,
-        # An on-the-fly rclone remote: credentials come from the secret's RCLONE_* variables.
-        "args": ["copy", f":webdav,url='{rt.weights.url}':", "/weights", "--stats-one-line"],
+        # An on-the-fly rclone remote. Its URL is an option in the environment, never part of
+        # the remote string, where a quote or comma in it would be parsed as more options;
+        # credentials come from the secret's RCLONE_WEBDAV_USER/RCLONE_WEBDAV_PASS.
+        "args": ["copy", ":webdav:", "/weights", "--stats-one-line"],
+        "env": [{"name": "RCLONE_WEBDAV_URL", "value": rt.weights.url}],
         "volumeMounts": [{"name": "weights", "mountPath": "/weights"}],
         "securityContext": _container_security(),
     }

@@ -1,10 +1,14 @@
-"""kopf wiring: watch DeepModules and their children, and reconcile the owning DeepModule.
+"""kopf wiring: watch DeepModules, their children and TrainingRuns; queue the owning DeepModule.
 
-Level-based: every watch event — a DeepModule, a Deployment, a pod, or the full re-list kopf
-does when a watch restarts — just "kicks" the owning DeepModule, and the reconciler compares the
-whole desired state with the whole observed state. kopf's in-memory indexes are the observed
-state; kopf fills them completely before it calls any handler, so a restarted operator compares
-against everything that exists instead of re-creating it.
+Level-based: every watch event — a DeepModule, a child, a pod, a TrainingRun a DeepModule takes
+its weights from, or the full re-list kopf does when a watch restarts — just adds the owning
+DeepModule to the work queue (`deepmarket.controller.workqueue`: coalescing, backoff that never
+gives up, periodic resync), and the reconciler compares the whole desired state with the whole
+observed state. kopf's in-memory indexes are the observed state; kopf fills them completely
+before it calls any handler, so a restarted operator compares against everything that exists.
+
+Children are found by name and kept only when their controller owner reference is this
+DeepModule's uid: labels select what is watched, never whose an object is.
 
 Only event-watching handlers and indexes are used: kopf then stores nothing on the objects
 (no last-handled-configuration annotation, no finalizer), so a resync costs zero writes.
@@ -23,17 +27,16 @@ import kopf
 
 from deepmarket import API_GROUP, API_VERSION
 from deepmarket.controller import DEEPMODULE_API, INSTANCE_LABEL, MANAGED_BY, MANAGED_BY_LABEL
-from deepmarket.controller.compare import resource_version
+from deepmarket.controller.compare import controller_of, resource_version
+from deepmarket.controller.context import OperatorContext
 from deepmarket.controller.deepmodule.builders import KNATIVE_API
 from deepmarket.controller.deepmodule.reconciler import CHILD_KINDS, ChildKind, Reconciler, trim
+from deepmarket.controller.workqueue import GONE, Key, Result
 
 log = logging.getLogger("deepmarket.controller")
 
-Key = tuple[str, str]  # (namespace, DeepModule name)
-
-MAX_ATTEMPTS = 8
-BACKOFF_BASE_S = 1.0
-BACKOFF_CAP_S = 60.0
+KIND = "DeepModule"
+NsName = tuple[str, str]  # (namespace, name)
 
 CHILD_LABELS = {MANAGED_BY_LABEL: MANAGED_BY, INSTANCE_LABEL: kopf.PRESENT}
 # The children the operator writes and indexes: (apiVersion, kind) -> (plural, index id).
@@ -46,11 +49,6 @@ CHILDREN: dict[ChildKind, tuple[str, str]] = {
 INDEX_OF: dict[ChildKind, str] = {kind: index_id for kind, (_, index_id) in CHILDREN.items()}
 
 
-def backoff(attempt: int) -> float:
-    """Seconds to wait before retry number `attempt` (1-based): 1, 2, 4, … capped at 60."""
-    return min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** (attempt - 1))
-
-
 def pack(body: Mapping[str, Any]) -> str:
     """An object as compact JSON for the in-memory index: a parsed Deployment costs ~10x its
     JSON size in Python objects, and the index holds every child in the cluster."""
@@ -60,6 +58,29 @@ def pack(body: Mapping[str, Any]) -> str:
 def _first(store: Iterable[Any] | None) -> Any:
     for value in store or ():
         return json.loads(value) if isinstance(value, str) else value
+    return None
+
+
+def deepmodule_owner(body: Mapping[str, Any]) -> str | None:
+    """The name of the DeepModule that controls `body`, if one does."""
+    ref = controller_of(body)
+    if ref and ref.get("kind") == KIND and ref.get("apiVersion") == DEEPMODULE_API:
+        return str(ref.get("name"))
+    return None
+
+
+def pod_instance(body: Mapping[str, Any]) -> str | None:
+    """The DeepModule a pod serves: its instance label, if its ReplicaSet belongs to a child
+    of that name (a user's Deployment that copies our labels does not count)."""
+    labels = body.get("metadata", {}).get("labels") or {}
+    instance = labels.get(INSTANCE_LABEL)
+    ref = controller_of(body) or {}
+    if not instance or ref.get("kind") != "ReplicaSet":
+        return None
+    base = str(ref.get("name", "")).rpartition("-")[0]
+    # Deployment <name> → ReplicaSet <name>-<hash>; Knative: <name>-00001-deployment-<hash>.
+    if base == instance or (base.startswith(f"{instance}-") and base.endswith("-deployment")):
+        return str(instance)
     return None
 
 
@@ -76,28 +97,32 @@ def _pod_summary(body: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class Controller:
-    """Coalesces kicks per DeepModule, runs reconciles on a bounded thread pool, retries."""
+    """Queues DeepModules, reconciles them on a bounded thread pool, reports failures."""
 
-    def __init__(self, reconciler: Reconciler, *, workers: int = 16) -> None:
+    def __init__(self, reconciler: Reconciler, ctx: OperatorContext) -> None:
         self.reconciler = reconciler
+        workers = ctx.queue_settings.workers
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="reconcile")
         self.indexes: dict[str, Any] = {}
-        self.running: set[Key] = set()
-        self.dirty: set[Key] = set()
-        self.attempts: dict[Key, int] = {}
-        self.timers: set[asyncio.TimerHandle] = set()
-        self.tasks: set[asyncio.Task[None]] = set()
+        self.queue = ctx.work_queue("deepmodule", self.reconcile)
 
     def see(self, kwargs: Mapping[str, Any]) -> None:
         if not self.indexes:
             self.indexes = {k: v for k, v in kwargs.items() if k.endswith("_idx")}
 
-    def snapshot(self, key: Key) -> tuple[dict[str, Any], dict[ChildKind, Any], list[Any]] | None:
+    def kick(self, namespace: str, name: str) -> None:
+        self.queue.add(Key(KIND, namespace, name))
+
+    def kick_all(self) -> None:
+        for ns, name in self.module_keys():
+            self.kick(ns, name)
+
+    def snapshot(
+        self, key: NsName
+    ) -> tuple[dict[str, Any], dict[ChildKind, Any], list[Any]] | None:
         ns, name = key
         r = self.reconciler
-        dm = r.freshest(
-            _first(self.indexes["dm_idx"].get(key)), (DEEPMODULE_API, "DeepModule", ns, name)
-        )
+        dm = r.freshest(_first(self.indexes["dm_idx"].get(key)), (DEEPMODULE_API, KIND, ns, name))
         if dm is None or dm.get("metadata", {}).get("deletionTimestamp"):
             return None
         observed: dict[ChildKind, Any] = {}
@@ -108,72 +133,67 @@ class Controller:
         pods = list(self.indexes["pod_idx"].get(key) or ())
         return dm, observed, pods
 
-    def module_keys(self) -> list[Key]:
+    def module_keys(self) -> list[NsName]:
         return list(self.indexes.get("dm_idx") or ())
 
-    async def kick(self, key: Key) -> None:
-        if key in self.running:
-            self.dirty.add(key)  # the running pass will go round once more
-            return
-        self.running.add(key)
-        try:
-            while True:
-                self.dirty.discard(key)
-                await self._attempt(key)
-                if key not in self.dirty:
-                    break
-        finally:
-            self.running.discard(key)
-
-    def kick_later(self, key: Key, delay: float) -> None:
-        loop = asyncio.get_running_loop()
-
-        def fire() -> None:
-            self.timers.discard(handle)
-            task = loop.create_task(self.kick(key))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
-
-        handle = loop.call_later(delay, fire)
-        self.timers.add(handle)
-
-    async def _attempt(self, key: Key) -> None:
-        snap = self.snapshot(key)
+    async def reconcile(self, key: Key) -> Result:  # type: ignore[override]
+        if not self.indexes:
+            return Result(requeue_after=1.0)  # kopf has not delivered its first event yet
+        snap = self.snapshot((key.namespace, key.name))
         if snap is None:
-            return
+            return GONE
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
             outcome = await loop.run_in_executor(self.pool, self.reconciler.reconcile, *snap)
         except Exception as exc:
-            n = self.attempts.get(key, 0) + 1
-            if n > MAX_ATTEMPTS:
-                self.attempts.pop(key, None)
-                log.error(
-                    "%s/%s: giving up after %d attempts (%s); the next change or resync retries",
-                    *key, MAX_ATTEMPTS, exc,
-                )  # fmt: skip
-                return
-            self.attempts[key] = n
-            delay = backoff(n)
-            log.warning("%s/%s: reconcile failed (%s); retry %d in %.0fs", *key, exc, n, delay)
-            self.kick_later(key, delay)
-            return
-        self.attempts.pop(key, None)
+            # Say so on the DeepModule (best effort: the apiserver may be what fails).
+            failures = self.queue.failures(key) + 1
+            await loop.run_in_executor(
+                self.pool, self.reconciler.report_failure, snap[0], exc, failures
+            )
+            raise
         if outcome.writes:
             took = loop.time() - started
-            log.info("%s/%s: %s (%.0f ms)", *key, "; ".join(outcome.writes), took * 1000)
+            log.info("%s/%s: %s (%.0f ms)", *key[1:], "; ".join(outcome.writes), took * 1000)
         if outcome.problem:
-            log.info("%s/%s: %s: %s", *key, outcome.problem.reason, outcome.problem.message)
+            log.info("%s/%s: %s: %s", *key[1:], outcome.problem.reason, outcome.problem.message)
+        return Result(requeue_after=outcome.requeue_after)
 
     def shutdown(self) -> None:
-        for handle in list(self.timers):
-            handle.cancel()
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.reconciler.io.shutdown(wait=False, cancel_futures=True)
 
 
-def register(registry: kopf.OperatorRegistry, ctl: Controller, *, knative: bool) -> None:
+def setup(ctx: OperatorContext, reconciler: Reconciler | None = None) -> Controller:
+    """The DeepModule controller's part of the operator (see `deepmarket.controller.context`)."""
+    if reconciler is None:
+        reconciler = Reconciler(
+            ctx.kube,
+            ctx.options,
+            catalog=ctx.catalog,
+            knative=ctx.knative,
+            io_workers=ctx.queue_settings.workers * 2,
+        )
+    ctl = Controller(reconciler, ctx)
+    register(ctx.registry, ctl)
+
+    def catalog_changed(catalog: Any) -> None:
+        reconciler.catalog = catalog
+        ctl.kick_all()
+
+    def api_changed(group_version: str, served: bool) -> None:
+        if group_version == KNATIVE_API:
+            reconciler.knative = served
+            ctl.kick_all()
+
+    ctx.on_catalog_change(catalog_changed)
+    ctx.on_api_change(api_changed)
+    ctx.on_shutdown(ctl.shutdown)
+    return ctl
+
+
+def register(registry: kopf.OperatorRegistry, ctl: Controller) -> None:
     """Add the indexes and event handlers to `registry`."""
     r = ctl.reconciler
     dm_ref = (API_GROUP, API_VERSION, "deepmodules")
@@ -182,29 +202,33 @@ def register(registry: kopf.OperatorRegistry, ctl: Controller, *, knative: bool)
     # bench/operator.py --mode operator-only: 16.1-16.2 instead of 17.2 ms CPU per DeepModule.
 
     @kopf.index(*dm_ref, registry=registry, id="dm_idx")
-    async def dm_idx(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Key, Any]:
+    async def dm_idx(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[NsName, Any]:
         return {(namespace, name): pack(body)}
 
-    def child_key(labels: Mapping[str, str], namespace: str) -> Key:
-        return (namespace, labels[INSTANCE_LABEL])
+    @kopf.index(*dm_ref, registry=registry, id="dm_by_run_idx")
+    async def dm_by_run_idx(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> Any:
+        run = (spec.get("weights") or {}).get("trainingRun")
+        return {(namespace, run): name} if run else {}
 
     def index_child(api_version: str, plural: str, index_id: str) -> None:
         group, _, version = api_version.rpartition("/")
 
-        async def child_idx(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> Any:
-            return {child_key(labels, namespace): pack(body)}
+        async def child_idx(namespace: str, name: str, body: kopf.Body, **_: Any) -> Any:
+            # By the child's own name (a DeepModule's children share its name), and only
+            # objects some DeepModule controls; whether it is *this* one's, the uid decides.
+            return {(namespace, name): pack(body)} if deepmodule_owner(body) else {}
 
         kopf.index(group, version, plural, labels=CHILD_LABELS, registry=registry, id=index_id)(
             child_idx
         )
 
     for (api_version, _kind), (plural, index_id) in CHILDREN.items():
-        if api_version != KNATIVE_API or knative:
-            index_child(api_version, plural, index_id)
+        index_child(api_version, plural, index_id)
 
     @kopf.index("", "v1", "pods", labels=CHILD_LABELS, registry=registry, id="pod_idx")
-    async def pod_idx(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> Any:
-        return {child_key(labels, namespace): _pod_summary(body)}
+    async def pod_idx(namespace: str, body: kopf.Body, **_: Any) -> Any:
+        instance = pod_instance(body)
+        return {(namespace, instance): _pod_summary(body)} if instance else {}
 
     @kopf.on.event(*dm_ref, registry=registry, id="deepmodule_event")
     async def deepmodule_event(
@@ -212,40 +236,45 @@ def register(registry: kopf.OperatorRegistry, ctl: Controller, *, knative: bool)
     ) -> None:
         ctl.see(kwargs)
         if type == "DELETED":
-            rv = resource_version(dict(body))
-            r.forget(DEEPMODULE_API, "DeepModule", namespace, name, rv)
+            r.forget(DEEPMODULE_API, KIND, namespace, name, resource_version(dict(body)))
+            ctl.queue.drop(Key(KIND, namespace, name))
             return  # children go with it: Kubernetes' garbage collector follows ownerReferences
-        await ctl.kick((namespace, name))
+        ctl.kick(namespace, name)
 
     def child_handler(api_version: str, kind: str) -> Any:
         async def child_event(
-            type: str | None,
-            namespace: str,
-            name: str,
-            labels: kopf.Labels,
-            body: kopf.Body,
-            **kwargs: Any,
+            type: str | None, namespace: str, name: str, body: kopf.Body, **kwargs: Any
         ) -> None:
             ctl.see(kwargs)
             if type == "DELETED":
                 r.forget(api_version, kind, namespace, name, resource_version(dict(body)))
-            await ctl.kick(child_key(labels, namespace))
+            owner = deepmodule_owner(body)
+            if owner:
+                ctl.kick(namespace, owner)
+            if owner != name:
+                ctl.kick(namespace, name)  # a same-named object in the way, or freed
 
         return child_event
 
-    kopf.on.event("apps", "v1", "deployments", labels=CHILD_LABELS, registry=registry,
-                  id="deployment_event")(child_handler("apps/v1", "Deployment"))  # fmt: skip
-    kopf.on.event("", "v1", "services", labels=CHILD_LABELS, registry=registry,
-                  id="service_event")(child_handler("v1", "Service"))  # fmt: skip
-    kopf.on.event("autoscaling", "v2", "horizontalpodautoscalers", labels=CHILD_LABELS,
-                  registry=registry, id="hpa_event")(
-        child_handler("autoscaling/v2", "HorizontalPodAutoscaler"))  # fmt: skip
-    if knative:
-        kopf.on.event("serving.knative.dev", "v1", "services", labels=CHILD_LABELS,
-                      registry=registry, id="ksvc_event")(
-            child_handler(KNATIVE_API, "Service"))  # fmt: skip
+    for (api_version, kind), (plural, _index_id) in CHILDREN.items():
+        group, _, version = api_version.rpartition("/")
+        event_id = f"{'ksvc' if api_version == KNATIVE_API else kind.lower()}_event"
+        kopf.on.event(group, version, plural, labels=CHILD_LABELS, registry=registry,
+                      id=event_id)(child_handler(api_version, kind))  # fmt: skip
 
     @kopf.on.event("", "v1", "pods", labels=CHILD_LABELS, registry=registry, id="pod_event")
-    async def pod_event(namespace: str, labels: kopf.Labels, **kwargs: Any) -> None:
+    async def pod_event(namespace: str, body: kopf.Body, **kwargs: Any) -> None:
         ctl.see(kwargs)
-        await ctl.kick(child_key(labels, namespace))
+        instance = pod_instance(body)
+        if instance:
+            ctl.kick(namespace, instance)
+
+    # TrainingRuns are read, never written: a DeepModule that takes its weights from one is
+    # reconciled again whenever that run changes (it may have been created after the module).
+    @kopf.on.event(API_GROUP, API_VERSION, "trainingruns", registry=registry,
+                   id="deepmodule_trainingrun_event")  # fmt: skip
+    async def trainingrun_event(namespace: str, name: str, **kwargs: Any) -> None:
+        ctl.see(kwargs)
+        users = ctl.indexes.get("dm_by_run_idx")
+        for dm_name in (users.get((namespace, name)) if users is not None else None) or ():
+            ctl.kick(namespace, dm_name)

@@ -16,12 +16,21 @@ from datetime import UTC, datetime
 from typing import Any
 
 from deepmarket.catalog.model import Catalog
-from deepmarket.controller import DEEPMODULE_API
-from deepmarket.controller.compare import newest, resource_version, up_to_date, with_hash
+from deepmarket.controller import DEEPMODULE_API, FIELD_MANAGER
+from deepmarket.controller.compare import (
+    controlled_by,
+    controller_of,
+    foreign_entries,
+    newest,
+    resource_version,
+    revert_patch,
+    up_to_date,
+    with_hash,
+)
 from deepmarket.controller.deepmodule.builders import KNATIVE_API, Plan, desired_children
 from deepmarket.controller.deepmodule.resolve import Runtime, SpecProblem, resolve
-from deepmarket.controller.deepmodule.status import derive_status, status_changed
-from deepmarket.controller.kube import ApiError, Kube
+from deepmarket.controller.deepmodule.status import derive_status, failing_status, status_changed
+from deepmarket.controller.kube import ApiError, EventRecorder, Kube
 from deepmarket.controller.options import Options
 
 log = logging.getLogger("deepmarket.controller")
@@ -43,42 +52,125 @@ def describe(kind: ChildKind) -> str:
     return "KnativeService" if kind[0] == KNATIVE_API else kind[1]
 
 
-PAST = {"apply": "applied", "delete": "deleted"}
+PAST = {"apply": "applied", "delete": "deleted", "revert": "reverted hand edits of"}
+# Field managers that are us: our applies, and the manager that hands `replicas` to an HPA.
+HANDOVER_MANAGER = f"{FIELD_MANAGER}-handover"
+OWN_MANAGERS = frozenset({FIELD_MANAGER, HANDOVER_MANAGER})
 
 
 @dataclass(frozen=True)
 class Write:
-    verb: str  # "apply" or "delete"
+    verb: str  # "apply", "delete" or "revert" (a JSON patch removing others' additions)
     kind: ChildKind
     obj: dict[str, Any]
+    patch: list[dict[str, Any]] = field(default_factory=list)
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """A same-named object in the way that this DeepModule does not control."""
+
+    kind: ChildKind
+    name: str
+    owner: dict[str, Any] | None  # its controller reference, if any
+
+    @property
+    def stale_self(self) -> bool:
+        """Our own child from a deleted DeepModule of the same name, being garbage-collected."""
+        o = self.owner or {}
+        return o.get("kind") == "DeepModule" and o.get("name") == self.name
+
+    def message(self) -> str:
+        what = f"{describe(self.kind)} {self.name!r}"
+        if self.owner:
+            by = f"controlled by {self.owner.get('kind')} {self.owner.get('name')!r}"
+        else:
+            by = "not created by this DeepModule"
+        return (
+            f"{what} already exists in this namespace, {by}; the operator never adopts or "
+            "overwrites it: delete or rename it, or give the DeepModule another name"
+        )
+
+
+def classify(
+    observed: Mapping[ChildKind, Mapping[str, Any] | None], owner_uid: str
+) -> tuple[dict[ChildKind, dict[str, Any] | None], list[tuple[ChildKind, dict[str, Any]]]]:
+    """Split observed children into ours (controller owner reference = this uid) and others."""
+    ours: dict[ChildKind, dict[str, Any] | None] = {}
+    others = []
+    for kind, obj in observed.items():
+        if obj and not controlled_by(obj, owner_uid):
+            others.append((kind, dict(obj)))
+            ours[kind] = None
+        else:
+            ours[kind] = dict(obj) if obj else None
+    return ours, others
 
 
 def plan_writes(
     plan: Plan, observed: Mapping[ChildKind, Mapping[str, Any] | None], owner_uid: str
 ) -> list[Write]:
-    """Applies for children that differ from what runs, deletes for owned ones no longer wanted."""
+    """Reverts of others' edits, applies for children that differ from what runs, deletes for
+    owned ones no longer wanted. `observed` must hold only children this uid controls."""
     writes: list[Write] = []
     wanted = set()
     for obj in plan.objects:
         kind = kind_of(obj)
         wanted.add(kind)
         desired = with_hash(obj)
-        if not up_to_date(dict(observed.get(kind) or {}) or None, desired):
+        have = dict(observed.get(kind) or {}) or None
+        if have is not None:
+            ops, paths = revert_patch(have, desired, OWN_MANAGERS)
+            if ops:
+                writes.append(Write("revert", kind, have, ops, ", ".join(paths)))
+        if not up_to_date(have, desired):
             writes.append(Write("apply", kind, desired))
     for kind, obj in observed.items():
         if kind in wanted or not obj:
             continue
-        owners = obj.get("metadata", {}).get("ownerReferences") or []
-        if any(o.get("uid") == owner_uid and o.get("controller") for o in owners):
+        if controlled_by(obj, owner_uid):
             writes.append(Write("delete", kind, dict(obj)))
     return writes
 
 
+def handover(
+    plan: Plan, observed: Mapping[ChildKind, Mapping[str, Any] | None], floor: int
+) -> dict[str, Any] | None:
+    """When a fixed count becomes an autoscaler's, the apply config for `spec.replicas` that a
+    second field manager makes before ours drops the field (the hand-over the server-side apply
+    docs describe): the count stays what runs (at least the new minimum) instead of falling to
+    the default of 1 until the HPA raises it again."""
+    want = next((o for o in plan.objects if kind_of(o) == ("apps/v1", "Deployment")), None)
+    have = observed.get(("apps/v1", "Deployment"))
+    hpa = observed.get(("autoscaling/v2", "HorizontalPodAutoscaler"))
+    if want is None or have is None or hpa is not None or "replicas" in want["spec"]:
+        return None
+    if not any(kind_of(o) == ("autoscaling/v2", "HorizontalPodAutoscaler") for o in plan.objects):
+        return None
+    current = have.get("spec", {}).get("replicas")
+    if current is None:
+        return None
+    meta = have["metadata"]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"]},
+        "spec": {"replicas": max(int(current), floor)},
+    }
+
+
 def trim(obj: Mapping[str, Any]) -> dict[str, Any]:
-    """Drop what we never compare (managedFields is most of an object's size)."""
+    """Drop what we never compare: of managedFields (most of an object's size) only others'
+    edits of the spec stay, the evidence of hand edits to revert."""
     out = dict(obj)
     meta = dict(out.get("metadata", {}))
-    meta.pop("managedFields", None)
+    if meta.get("managedFields"):
+        foreign = foreign_entries(out, OWN_MANAGERS)
+        if foreign:
+            meta["managedFields"] = foreign
+        else:
+            meta.pop("managedFields", None)
     out["metadata"] = meta
     return out
 
@@ -92,6 +184,12 @@ class Outcome:
     writes: list[str] = field(default_factory=list)
     status_written: bool = False
     problem: SpecProblem | None = None
+    requeue_after: float | None = None
+
+
+# Failures in a row before the DeepModule's status says the operator keeps failing: one-off
+# conflicts (409) and restarts heal by themselves and need no one's attention.
+REPORT_FAILURES_AFTER = 3
 
 
 class Reconciler:
@@ -117,6 +215,7 @@ class Reconciler:
         self.io = ThreadPoolExecutor(io_workers, thread_name_prefix="kube-io")
         # (apiVersion, kind, namespace, name) → the object as our last write returned it.
         self.written: dict[tuple[str, str, str, str], dict[str, Any]] = {}
+        self.events = EventRecorder(kube)
 
     # -- the newest-known view ----------------------------------------------------------
     def remember(self, obj: Mapping[str, Any]) -> None:
@@ -148,7 +247,6 @@ class Reconciler:
         meta = dm["metadata"]
         name = meta["name"]
         outcome = Outcome()
-        observed = dict(observed)
         runtime: Runtime | None = None
         plan: Plan | None = None
         try:
@@ -158,19 +256,35 @@ class Reconciler:
             plan = desired_children(dm, runtime, self.options, knative=self.knative)
         except SpecProblem as problem:
             outcome.problem = problem
+        ours: dict[ChildKind, dict[str, Any] | None] = {k: None for k in CHILD_KINDS}
         if plan is not None:
-            writes = plan_writes(plan, observed, meta["uid"])
-            # Children are independent: write them concurrently (one round trip, not three).
-            futures = [(w, self.io.submit(self._execute, w)) for w in writes]
-            rejected: ApiError | None = None
-            for write, future in futures:
-                try:
-                    observed[write.kind] = future.result()
-                    outcome.writes.append(f"{PAST[write.verb]} {describe(write.kind)}/{name}")
-                except ApiError as err:
-                    if err.transient:
-                        raise
-                    rejected = err
+            observed = self._look_up_missing(plan, observed)
+            ours, others = classify(observed, meta["uid"])
+            conflicts = [
+                Conflict(kind, name, controller_of(obj))
+                for kind, obj in others
+                if obj.get("metadata", {}).get("name") == name
+            ]
+            if conflicts:
+                # Never adopt, never overwrite: write no child while one is in the way.
+                first = conflicts[0]
+                if first.stale_self:
+                    outcome.requeue_after = 2.0  # the old one is being garbage-collected
+                    outcome.problem = SpecProblem(
+                        "Deploying", f"waiting for the deleted DeepModule's {first.message()}"
+                    )
+                else:
+                    outcome.problem = SpecProblem("ResourceExists", first.message())
+                plan = None
+        if plan is not None and runtime is not None:
+            hand = handover(plan, ours, max(1, runtime.scaling.min))
+            if hand is not None:
+                result = self.kube.apply(hand, field_manager=HANDOVER_MANAGER)
+                self.remember(result)
+                ours[("apps/v1", "Deployment")] = trim(result)
+                outcome.writes.append(f"handed replicas of Deployment/{name} to the autoscaler")
+            writes = plan_writes(plan, ours, meta["uid"])
+            rejected = self._perform(writes, ours, outcome, name)
             if rejected is not None:
                 # The apiserver refused a child (e.g. a bad podTemplate): report, never crash-loop.
                 outcome.problem = SpecProblem("ApplyRejected", rejected.message)
@@ -182,8 +296,8 @@ class Reconciler:
             runtime=runtime,
             plan=plan,
             problem=outcome.problem,
-            deployment=observed.get(("apps/v1", "Deployment")),
-            ksvc=observed.get((KNATIVE_API, "Service")),
+            deployment=ours.get(("apps/v1", "Deployment")),
+            ksvc=ours.get((KNATIVE_API, "Service")),
             pods=pods,
         )
         if outcome.writes:
@@ -193,6 +307,72 @@ class Reconciler:
             outcome.status_written = True
             self._announce(dm, status)
         return outcome
+
+    def _look_up_missing(
+        self, plan: Plan, observed: Mapping[ChildKind, Mapping[str, Any] | None]
+    ) -> dict[ChildKind, Mapping[str, Any] | None]:
+        """Children we want but have not seen: read them, so an object that exists but is not
+        ours (no labels, so not watched) is found before an apply would take it over."""
+        out = dict(observed)
+        missing = [kind_of(o) for o in plan.objects if not observed.get(kind_of(o))]
+        meta = plan.objects[0]["metadata"] if plan.objects else {}
+        futures = [
+            (kind, self.io.submit(self.kube.get, *kind, meta["namespace"], meta["name"]))
+            for kind in missing
+        ]
+        for kind, future in futures:
+            found = future.result()
+            if found is not None:
+                out[kind] = trim(found)
+        return out
+
+    def _perform(
+        self,
+        writes: list[Write],
+        ours: dict[ChildKind, dict[str, Any] | None],
+        outcome: Outcome,
+        name: str,
+    ) -> ApiError | None:
+        """Write; children are independent: concurrently (one round trip, not three)."""
+        by_kind: dict[ChildKind, list[Write]] = {}
+        for w in writes:
+            by_kind.setdefault(w.kind, []).append(w)
+        futures = [
+            (kind, ws, self.io.submit(self._execute_all, ws)) for kind, ws in by_kind.items()
+        ]
+        rejected: ApiError | None = None
+        for kind, ws, future in futures:
+            try:
+                ours[kind] = future.result()
+            except ApiError as err:
+                if err.transient:
+                    raise
+                rejected = err
+                continue
+            for w in ws:
+                detail = f" ({w.detail})" if w.detail else ""
+                outcome.writes.append(f"{PAST[w.verb]} {describe(kind)}/{name}{detail}")
+        return rejected
+
+    def _execute_all(self, writes: list[Write]) -> dict[str, Any] | None:
+        result = None
+        for write in writes:
+            result = self._execute(write)
+        return result
+
+    def report_failure(self, dm: Mapping[str, Any], error: Exception, failures: int) -> None:
+        """After a few failed reconciles in a row, say on the DeepModule that the operator
+        keeps failing and why (the message stays the same across retries: no write per retry)."""
+        if failures < REPORT_FAILURES_AFTER:
+            return
+        status = failing_status(dm, f"{error}", self.clock())
+        if not status_changed(dm.get("status"), status):
+            return
+        try:
+            self._write_status(dm, status)
+            self._announce(dm, status)
+        except ApiError as err:
+            log.warning("could not report the failure on %s: %s", dm["metadata"]["name"], err)
 
     def _training_runs(self, dm: Mapping[str, Any]) -> dict[str, Any]:
         run = ((dm.get("spec") or {}).get("weights") or {}).get("trainingRun")
@@ -205,6 +385,10 @@ class Reconciler:
     def _execute(self, write: Write) -> dict[str, Any] | None:
         """Perform one write; return the child as it now is (None once deleted)."""
         meta = write.obj["metadata"]
+        if write.verb == "revert":
+            result = self.kube.json_patch(*write.kind, meta["namespace"], meta["name"], write.patch)
+            self.remember(result)
+            return trim(result)
         if write.verb == "apply":
             result = self.kube.apply(write.obj)
             self.remember(result)
@@ -242,6 +426,6 @@ class Reconciler:
 
     def _post_event(self, dm: dict[str, Any], type_: str, reason: str, message: str) -> None:
         try:
-            self.kube.event(dm, type_, reason, message)
+            self.events.record(dm, type_, reason, message)
         except ApiError as err:  # an Event is a courtesy; never fail a reconcile for one
             log.warning("could not record event on %s: %s", dm["metadata"]["name"], err)

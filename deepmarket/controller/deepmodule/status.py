@@ -1,10 +1,11 @@
 """Observed children → DeepModule status (pure).
 
-Conditions follow metav1.Condition. `Ready` is True only when every wanted replica passes the
-readiness probe *and* nothing is wrong — a crash-looping new revision makes it False even if old
-replicas still answer (KServe keeps Ready=True there; that hides broken rollouts). Messages only
-carry numbers that matter (ready/wanted), so intermediate watch events produce the same status
-and cost no write.
+Conditions follow metav1.Condition. `Ready` is True only when the generation we asked for is
+rolled out (the Deployment observed it and no pod of an older template is left) and at least
+the minimum replica count is available, and nothing is wrong — a crash-looping new revision
+makes it False even if old replicas still answer (KServe keeps Ready=True there; that hides
+broken rollouts). A scale-up above the minimum never turns it False. Crash loops are judged from
+restartCount/lastState, and messages carry no counters, so a repeating problem costs no write.
 """
 
 from __future__ import annotations
@@ -44,33 +45,74 @@ def _cond(type_: str, ok: bool, reason: str, message: str) -> dict[str, Any]:
     }
 
 
-def pod_trouble(pods: Iterable[Mapping[str, Any]]) -> Trouble | None:
-    """The first thing that keeps a pod from serving and will not heal by waiting."""
+def _crash_looping(cs: Mapping[str, Any]) -> Trouble | None:
+    """A container that keeps exiting, judged from restartCount/lastState rather than the
+    current state (which cycles waiting → running → terminated and would make status flap)."""
+    state = cs.get("state") or {}
+    last = (cs.get("lastState") or {}).get("terminated") or {}
+    now_dead = state.get("terminated") or {}
+    waiting = (state.get("waiting") or {}).get("reason")
+    exited = now_dead if now_dead.get("exitCode") not in (None, 0) else last
+    restarts = int(cs.get("restartCount") or 0)
+    if waiting != "CrashLoopBackOff" and (cs.get("ready") or restarts == 0):
+        return None
+    if waiting != "CrashLoopBackOff" and exited.get("exitCode") in (None, 0):
+        return None
+    reason = "OOMKilled" if exited.get("reason") == "OOMKilled" else "CrashLoopBackOff"
+    code = exited.get("exitCode")
+    why = f"exit code {code}" + (f", {exited['reason']}" if exited.get("reason") else "")
+    return Trouble(reason, f"container {cs.get('name')} keeps exiting ({why}); see `kubectl "
+                   "logs --previous`")  # fmt: skip
+
+
+def pod_troubles(pods: Iterable[Mapping[str, Any]]) -> list[Trouble]:
+    """What keeps pods from serving and will not heal by waiting, one per pod, by pod name.
+    Messages carry no counters or timestamps, so a repeating problem reads the same."""
+    out = []
     for pod in sorted(pods, key=lambda p: p.get("metadata", {}).get("name", "")):
         meta, status = pod.get("metadata", {}), pod.get("status", {})
         if meta.get("deletionTimestamp"):
             continue
         name = meta.get("name", "?")
+        found: Trouble | None = None
         for cond in status.get("conditions") or []:
             if (
                 cond.get("type") == "PodScheduled"
                 and cond.get("status") == "False"
                 and cond.get("reason") == "Unschedulable"
             ):
-                return Trouble("Unschedulable", f"pod {name}: {cond.get('message', '').strip()}")
+                found = Trouble("Unschedulable", f"pod {name}: {cond.get('message', '').strip()}")
         statuses = (status.get("initContainerStatuses") or []) + (
             status.get("containerStatuses") or []
         )
         for cs in statuses:
+            if found:
+                break
+            loop = _crash_looping(cs)
+            if loop:
+                found = Trouble(loop.reason, f"pod {name}, {loop.message}")
+                break
             waiting = (cs.get("state") or {}).get("waiting") or {}
             reason = waiting.get("reason")
-            if reason in _STUCK_WAITING:
-                last = (cs.get("lastState") or {}).get("terminated") or {}
-                if reason == "CrashLoopBackOff" and last.get("reason") == "OOMKilled":
-                    reason = "OOMKilled"
-                detail = waiting.get("message") or last.get("message") or reason
-                return Trouble(reason, f"pod {name}, container {cs.get('name')}: {detail}")
-    return None
+            if reason in {"ImagePullBackOff", "ErrImagePull"}:
+                # The two alternate while the kubelet retries: one reason, one message.
+                found = Trouble(
+                    "ImagePullBackOff",
+                    f"pod {name}, container {cs.get('name')}: cannot pull image "
+                    f"{cs.get('image') or ''}".rstrip(),
+                )
+            elif reason in _STUCK_WAITING:
+                found = Trouble(reason, f"pod {name}, container {cs.get('name')}: "
+                                f"{waiting.get('message') or reason}")  # fmt: skip
+        if found:
+            out.append(found)
+    return out
+
+
+def pod_trouble(pods: Iterable[Mapping[str, Any]]) -> Trouble | None:
+    """The first thing that keeps a pod from serving and will not heal by waiting."""
+    troubles = pod_troubles(pods)
+    return troubles[0] if troubles else None
 
 
 def deployment_trouble(deployment: Mapping[str, Any] | None) -> Trouble | None:
@@ -82,43 +124,59 @@ def deployment_trouble(deployment: Mapping[str, Any] | None) -> Trouble | None:
     return None
 
 
-def _rollout(deployment: Mapping[str, Any] | None, wanted_default: int) -> tuple[int, int, bool]:
-    """(wanted, ready, complete) for a Deployment, or for one not yet observed."""
+@dataclass(frozen=True)
+class Rollout:
+    wanted: int  # the Deployment's replica count now (the HPA's choice when autoscaled)
+    ready: int
+    available: int
+    rolled_out: bool  # the wanted generation is the only one running
+
+
+def rollout(deployment: Mapping[str, Any] | None, wanted_default: int) -> Rollout:
+    """What a Deployment's status says about the generation we asked for."""
     if not deployment:
-        return wanted_default, 0, False
+        return Rollout(wanted_default, 0, 0, False)
     spec, status = deployment.get("spec", {}), deployment.get("status", {})
     wanted = int(spec.get("replicas", wanted_default))
-    ready = int(status.get("readyReplicas") or 0)
-    complete = (
-        int(status.get("observedGeneration") or 0)
-        >= int(deployment.get("metadata", {}).get("generation") or 0)
-        and int(status.get("updatedReplicas") or 0) == wanted
-        and int(status.get("replicas") or 0) == wanted
-        and int(status.get("availableReplicas") or 0) >= wanted
+    observed = int(status.get("observedGeneration") or 0)  # 0: not seen by the controller yet
+    generation_seen = observed > 0 and observed >= int(
+        deployment.get("metadata", {}).get("generation") or 0
     )
-    return wanted, ready, complete
+    updated = int(status.get("updatedReplicas") or 0)
+    total = int(status.get("replicas") or 0)
+    return Rollout(
+        wanted=wanted,
+        ready=int(status.get("readyReplicas") or 0),
+        available=int(status.get("availableReplicas") or 0),
+        # No pod of an older template is left: everything available runs what we asked for.
+        rolled_out=generation_seen and total == updated,
+    )
 
 
 def _standard_conditions(
     rt: Runtime, plan: Plan, deployment: Mapping[str, Any] | None, pods: list[Mapping[str, Any]]
-) -> tuple[list[dict[str, Any]], int, int]:
-    wanted, ready, complete = _rollout(deployment, max(rt.scaling.min, 1 if plan else 0))
+) -> tuple[list[dict[str, Any]], int, int, bool]:
     floor = max(1, rt.scaling.min)
-    if rt.scaling.autoscaled and wanted < floor:
-        # The HPA has not raised the count to minReplicas yet: not ready, whatever runs now.
-        wanted, complete = floor, False
-    trouble = deployment_trouble(deployment) or pod_trouble(pods)
-    counts = f"{ready}/{wanted} replicas ready"
+    ro = rollout(deployment, floor)
+    wanted = max(ro.wanted, floor) if rt.scaling.autoscaled else ro.wanted
+    serving = ro.rolled_out and ro.available >= min(floor, wanted) and wanted > 0
+    troubles = pod_troubles(pods)
+    if serving:
+        # Pods pending while the minimum serves (a scale-up waiting for a new node) are the
+        # cluster autoscaler's business, not a fault of the module.
+        troubles = [t for t in troubles if t.reason != "Unschedulable"]
+    trouble = deployment_trouble(deployment) or (troubles[0] if troubles else None)
+    counts = f"{ro.available} available, at least {min(floor, wanted)} wanted"
     conditions = []
     if trouble:
         conditions.append(_cond("Ready", False, trouble.reason, trouble.message))
     elif wanted == 0:
         conditions.append(_cond("Ready", False, "ScaledToZero", "spec.replicas is 0"))
-    elif ready >= wanted:
+    elif serving:
         conditions.append(_cond("Ready", True, "Available", counts))
     else:
         conditions.append(_cond("Ready", False, "Deploying", counts))
-    if complete:
+    if serving or wanted == 0:
         conditions.append(_cond("Progressing", False, "RolloutComplete", counts))
     elif trouble and trouble.reason == "ProgressDeadlineExceeded":
         conditions.append(_cond("Progressing", False, trouble.reason, trouble.message))
@@ -128,7 +186,7 @@ def _standard_conditions(
         conditions.append(_cond("Degraded", True, trouble.reason, trouble.message))
     else:
         conditions.append(_cond("Degraded", False, "AsExpected", "no problems seen"))
-    return conditions, wanted, ready
+    return conditions, wanted, ro.ready, ro.rolled_out
 
 
 def _serverless_conditions(
@@ -217,6 +275,7 @@ def derive_status(
         ]
         status["conditions"] = stamp(conditions, previous, generation, now)
         return status
+    rolled_out = False
     if plan.serverless:
         conditions, ready = _serverless_conditions(ksvc, pods)
         status["replicas"] = ready
@@ -225,7 +284,9 @@ def derive_status(
         url = (ksvc or {}).get("status", {}).get("url")
         status["url"] = f"{url}/" if url else internal_url(meta["name"], meta["namespace"], options)
     else:
-        conditions, wanted, ready = _standard_conditions(runtime, plan, deployment, pods)
+        conditions, wanted, ready, rolled_out = _standard_conditions(
+            runtime, plan, deployment, pods
+        )
         status["replicas"] = wanted
         status["readyReplicas"] = ready
         status["mode"] = "Standard"
@@ -246,10 +307,41 @@ def derive_status(
     ext = external_url(meta["name"], meta["namespace"], options)
     if ext:
         status["externalURL"] = ext
-    status["image"] = runtime.image
+    # The image that runs: the new one only once nothing older is left.
+    previous_image = (dm.get("status") or {}).get("image")
+    if plan.serverless or rolled_out:
+        status["image"] = runtime.image
+    elif previous_image:
+        status["image"] = previous_image
     status["gpus"] = runtime.resources.gpu
     status["conditions"] = stamp(conditions, previous, generation, now)
     return status
+
+
+FAILING = "ReconcileFailing"
+
+
+def failing_status(dm: Mapping[str, Any], error: str, now: str) -> dict[str, Any]:
+    """The status saying the operator keeps failing on this DeepModule, and why; what else the
+    status said stays (a module that serves keeps Ready=True while a change cannot be applied)."""
+    current = dict(dm.get("status") or {})
+    previous = current.get("conditions") or []
+    generation = int(dm["metadata"].get("generation") or 0)
+    message = f"the operator keeps failing and retries with backoff: {error}"[:1024]
+    kept = {c["type"]: c for c in previous if c.get("type") not in {"Degraded"}}
+    conditions = [
+        {k: v for k, v in c.items() if k not in {"observedGeneration", "lastTransitionTime"}}
+        for c in kept.values()
+    ]
+    if "Ready" not in kept:
+        conditions.insert(0, _cond("Ready", False, FAILING, message))
+    conditions.append(_cond("Degraded", True, FAILING, message))
+    current["conditions"] = stamp(conditions, previous, generation, now)
+    olds = [kept.get(c["type"]) for c in conditions]
+    for cond, old in zip(current["conditions"], olds, strict=True):
+        if old and old.get("observedGeneration") is not None and cond["type"] != "Degraded":
+            cond["observedGeneration"] = old["observedGeneration"]
+    return current
 
 
 def status_changed(current: Mapping[str, Any] | None, desired: Mapping[str, Any]) -> bool:
