@@ -375,3 +375,21 @@ def test_pushes_over_git_http_are_real_and_need_the_token(world, tmp_path):
     assert (
         world.standin.branch_sha(world.upstream, "docs") == git(work, "rev-parse", "HEAD").strip()
     )
+
+
+def test_the_upstream_comes_from_the_clones_remote(world, capsys):
+    """No --repo, no --github-url: `origin` of the author's clone names the server and repo
+    (a host other than github.com is taken as GitHub Enterprise, API under /api/v3)."""
+    new_module(world, capsys)
+    assert main(["submit", MODULE]) == 0
+    out, _ = capsys.readouterr()
+    assert f"{world.standin.url}/deepmarket/catalog/pull/1" in out
+
+
+def test_without_a_remote_it_asks_for_repo(world, capsys):
+    new_module(world, capsys)
+    git(world.work, "remote", "remove", "origin")
+    assert main(["submit", MODULE]) == 2
+    assert "pass --repo OWNER/NAME" in error_line(capsys)
+    assert main(["submit", MODULE, "--repo", "not a repo"]) == 2
+    assert "is not owner/name" in error_line(capsys)
