@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 EXAMPLES := $(wildcard examples/modules/*/pyproject.toml)
 
-.PHONY: run test unit lint venv system-deps binaries bench clean
+.PHONY: run test unit lint venv system-deps binaries checkers bench clean
 
 $(STAMP): pyproject.toml $(EXAMPLES)
 	$(PYTHON) -m venv $(VENV)
@@ -22,12 +22,16 @@ system-deps:
 binaries: venv
 	$(BIN)/deepmarket dev binaries
 
+# axe-core (npm) and the Nu Html Checker (Maven Central) for the site's checker tests.
+checkers: system-deps
+	bash scripts/fetch-checkers.sh
+
 # The whole platform on the embedded default: dev cluster + operator + a live module + the
 # marketplace. Ctrl-C stops the demo; `deepmarket dev down` stops the cluster it leaves running.
 run: venv
 	$(BIN)/deepmarket demo
 
-test: venv system-deps binaries
+test: venv system-deps binaries checkers
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 

@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# Debian packages the tests drive for real: chromium (site tests) and rclone (training data).
+# Debian packages the tests drive for real: chromium (site tests), rclone (training data),
+# Java, Maven and npm (the site's HTML and accessibility checkers).
 set -euo pipefail
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v rclone >/dev/null 2>&1 || need+=(rclone)
 command -v shellcheck >/dev/null 2>&1 || need+=(shellcheck)  # actionlint checks run: scripts with it
+# The site's checkers: the Nu Html Checker runs on Java, axe-core comes from npm.
+command -v java >/dev/null 2>&1 || need+=(default-jre-headless)
+command -v mvn >/dev/null 2>&1 || need+=(maven)
+command -v npm >/dev/null 2>&1 || need+=(nodejs npm)
 [ ${#need[@]} -eq 0 ] && exit 0
 echo "installing Debian packages: ${need[*]}" >&2
 sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"

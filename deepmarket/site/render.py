@@ -7,6 +7,7 @@ script in a module's metadata never reaches the browser as markup.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import html
 import json
@@ -76,12 +77,49 @@ class MarkdownRenderer:
     def __init__(self) -> None:
         self._md = markdown.Markdown(extensions=["tables", "fenced_code", "sane_lists"])
 
-    def __call__(self, text: str) -> str:
+    def __call__(self, text: str, *, top: int = 3) -> str:
         self._md.reset()
         raw = self._md.convert(text or "")
-        # Author headings sit below the page's own sections: h1/h2 would break its outline.
-        raw = re.sub(r"<(/?)h([12])\b", lambda m: f"<{m.group(1)}h{int(m.group(2)) + 2}", raw)
-        return nh3.clean(raw, link_rel="noopener noreferrer nofollow")
+        clean = nh3.clean(raw, link_rel="noopener noreferrer nofollow")
+        return well_formed(shift_headings(clean, top))
+
+
+_HEADING = re.compile(r"<(/?)h([1-6])\b")
+
+
+def shift_headings(html_text: str, top: int) -> str:
+    """Author headings nested under the page's own: the first becomes h`top`, none skips a level.
+
+    A description's `#`/`##`/`###` would otherwise compete with the page's h1/h2 sections, and
+    a jump (h2 to h4) breaks the outline screen readers navigate by (Nu: skipped heading level).
+    """
+    opened = [int(m.group(2)) for m in _HEADING.finditer(html_text) if not m.group(1)]
+    if not opened:
+        return html_text
+    mapping: list[int] = []
+    previous = top - 1
+    base = opened[0]
+    for level in opened:
+        wanted = top + max(0, level - base)
+        new = max(top, min(wanted, previous + 1, 6))
+        mapping.append(new)
+        previous = new
+    levels = iter(mapping)
+    current = [top]
+
+    def replace(m: re.Match[str]) -> str:
+        if not m.group(1):
+            current[0] = next(levels)
+        return f"<{m.group(1)}h{current[0]}"
+
+    return _HEADING.sub(replace, html_text)
+
+
+def well_formed(html_text: str) -> str:
+    """What the sanitizer leaves that HTML still forbids: an image without alt (an author's
+    image then reads as decorative), and a link whose unsafe href was removed (plain text)."""
+    html_text = re.sub(r"<img\b(?![^>]*\balt=)", '<img alt=""', html_text)
+    return re.sub(r"<a\b(?![^>]*\bhref=)[^>]*>(.*?)</a>", r"\1", html_text, flags=re.S)
 
 
 def deploy_url(template: str, module_id: str) -> str:
@@ -125,13 +163,40 @@ def updated(module: Module) -> str:
     return str(dates.get("updated") or dates.get("created") or "")
 
 
+def _tag_key(value: str) -> str:
+    """What the tags page turns into an anchor id: 'Time Series' and 'time-series' collide."""
+    return re.sub(r"[\s-]+", "-", value.strip().casefold())
+
+
+@functools.cache
+def _vocabulary() -> dict[str, str]:
+    """The schema's own spellings of tasks, libraries, data types and categories, by tag key."""
+    from deepmarket.catalog.schema import load_schema
+
+    props = load_schema("module").get("properties", {})
+    words = {}
+    for field in ("tasks", "libraries", "data-type"):
+        for value in props.get(field, {}).get("items", {}).get("enum", []):
+            words[_tag_key(value)] = value
+    for value in CATEGORY_LABELS.values():
+        words[_tag_key(value)] = value
+    return words
+
+
 def page_tags(module: Module) -> list[str]:
-    """Tags for the mkdocs-material tags plugin: every facet value, once, in facet order."""
-    seen: dict[str, None] = {}
+    """Tags for the mkdocs-material tags plugin: every facet value, once, in facet order.
+
+    A free tag that names a known task, library or data type ('audio', 'time-series') takes
+    that spelling, so the tags page has one group (and one anchor id) for both.
+    """
+    seen: dict[str, str] = {}
+    vocabulary = _vocabulary()
     for _, _, field in FACETS:
         for value in facet_values(module, field):
-            seen.setdefault(CATEGORY_LABELS.get(value, value) if field == "categories" else value)
-    return list(seen)
+            label = CATEGORY_LABELS.get(value, value) if field == "categories" else value
+            key = _tag_key(label)
+            seen.setdefault(key, vocabulary.get(key, label.replace(" ", "-")))
+    return list(seen.values())
 
 
 def badges_html(module: Module, home_url: str) -> str:
@@ -152,27 +217,37 @@ def badges_html(module: Module, home_url: str) -> str:
 
 
 def card_html(module: Module, page_url: str, icon_url: str | None) -> str:
-    """One marketplace card: a plain link without JavaScript, filterable with it."""
-    data = {key: "|".join(facet_values(module, field)) for key, _, field in FACETS}
-    text = " ".join([module.id, module.title, module.summary, *facet_values(module, "tags")])
-    attrs = "".join(f' data-{k}="{esc(v)}"' for k, v in data.items())
+    """One marketplace card: a plain link without JavaScript, filterable with it.
+
+    Lean on purpose (the home page holds every card): the filters read the facet attributes,
+    the text filter reads the card's own text plus its tags, so nothing is written twice.
+    """
+    attrs = "".join(
+        f' data-{key}="{esc("|".join(values))}"'
+        for key, _, field in FACETS
+        if (values := facet_values(module, field))
+    )
     cats = "".join(
         f'<span class="dm-badge dm-badge--{esc(c)}">{esc(CATEGORY_LABELS.get(c, c))}</span>'
         for c in module.categories
     )
-    meta = facet_values(module, "libraries") + facet_values(module, "tasks")
-    libs = " · ".join(esc(v) for v in meta)
+    meta = " · ".join(
+        esc(v) for v in facet_values(module, "libraries") + facet_values(module, "tasks")
+    )
     when = updated(module)
     return (
-        f'<li class="dm-card" data-id="{esc(module.id)}" data-title="{esc(module.title.lower())}"'
-        f' data-updated="{esc(when)}" data-text="{esc(text.lower())}"{attrs}>'
-        f'<a class="dm-card__link" href="{esc(page_url)}">'
-        f'<div class="dm-card__head">{icon_html(module, icon_url, "card")}'
-        f'<span class="dm-card__title">{esc(module.title)}</span></div>'
-        f'<p class="dm-card__summary">{esc(module.summary)}</p>'
-        f'<div class="dm-badges">{cats}</div>'
-        f'<p class="dm-card__meta">{libs}</p>'
-        + (f'<p class="dm-card__date">Updated <time>{esc(when)}</time></p>' if when else "")
+        f'<li class="dm-card" data-id="{esc(module.id)}"'
+        + (f' data-updated="{esc(when)}"' if when else "")
+        + f'{attrs}><a class="dm-card__link" href="{esc(page_url)}">'
+        f"{icon_html(module, icon_url, 'card')}"
+        f'<span class="dm-card__title">{esc(module.title)}</span>'
+        f'<span class="dm-card__summary">{esc(module.summary)}</span>'
+        f'<span class="dm-card__meta">{cats} {meta}</span>'
+        + (
+            f'<time class="dm-card__date" datetime="{esc(when)}">Updated {esc(when)}</time>'
+            if when
+            else ""
+        )
         + "</a></li>"
     )
 
@@ -200,15 +275,32 @@ def facets(modules: Iterable[Module]) -> list[Facet]:
     return [f for f in out if f.counts]
 
 
+# Runs inline, right after the controls and before the cards are parsed, so nothing that was
+# painted moves afterwards (CLS 0): it folds the filter groups on phones, restores the filters
+# of a shared link, and hides the grid until market.js has applied them.
+EARLY_SCRIPT = (
+    "(function(m){var f=m.querySelector('.dm-controls'),q=new URLSearchParams(location.search);"
+    "if(matchMedia('(max-width: 44.9375em)').matches)"
+    "f.querySelectorAll('details').forEach(function(d){d.open=false});"
+    "f.querySelectorAll('input[type=checkbox]').forEach(function(i){"
+    "if(q.getAll(i.name).indexOf(i.value)>=0){i.checked=true;i.closest('details').open=true}});"
+    "if(q.has('text')||q.has('sort')||f.querySelector('input:checked'))m.classList.add('dm-pending')"
+    "})(document.currentScript.parentNode);"
+)
+
+
 def marketplace_html(cards: list[str], facet_list: list[Facet]) -> str:
-    """The home page's browser: controls (shown by JavaScript) above the card grid."""
+    """The home page's browser: controls (hidden without JavaScript) above the card grid.
+
+    Ids are unique per page (`dm-f-<facet>-<n>`) so labels, counts and tests can point at them.
+    """
     groups = []
     for facet in facet_list:
         chips = "".join(
             f'<label class="dm-chip">'
             f'<input type="checkbox" name="{esc(facet.key)}" value="{esc(v)}">'
             f"<span>{esc(CATEGORY_LABELS.get(v, v) if facet.key == 'category' else v)}"
-            f" <small>{n}</small></span></label>"
+            f' <span class="dm-chip__n">{n}</span></span></label>'
             for v, n in facet.counts
         )
         is_open = " open" if facet.key in ("category", "library", "task") else ""
@@ -219,17 +311,19 @@ def marketplace_html(cards: list[str], facet_list: list[Facet]) -> str:
     n = len(cards)
     return (
         '<div class="dm-market">'
-        '<form class="dm-controls" hidden role="search" onsubmit="return false">'
+        '<form class="dm-controls" role="search" aria-label="Filter modules"'
+        f' style="--dm-digits: {len(str(n))}">'
         '<div class="dm-controls__row">'
-        '<input class="dm-filter-text" type="search" name="q" placeholder="Filter modules…"'
+        '<input class="dm-filter-text" type="search" name="text" placeholder="Filter modules…"'
         ' aria-label="Filter modules by text" autocomplete="off">'
-        '<label class="dm-sort">Sort <select name="sort" aria-label="Sort modules">'
+        '<label class="dm-sort">Sort <select name="sort">'
         '<option value="">Catalog order</option><option value="name">Name</option>'
         '<option value="updated">Recently updated</option></select></label>'
-        '<button type="button" class="dm-clear md-button">Clear</button></div>'
+        '<button type="button" class="dm-clear">Clear</button></div>'
         f'<div class="dm-facets">{"".join(groups)}</div></form>'
+        f"<script>{EARLY_SCRIPT}</script>"
         f'<p class="dm-count" aria-live="polite"><span class="dm-count__n">{n}</span> '
-        f'<span class="dm-count__of">of {n}</span> modules</p>'
+        f'<span class="dm-count__of" hidden>of {n}</span> modules</p>'
         f'<ul class="dm-grid">{"".join(cards)}</ul>'
         '<p class="dm-empty" hidden>No module matches these filters.</p>'
         "</div>"
@@ -247,6 +341,11 @@ def _fence(lang: str, body: str, title: str = "") -> str:
     ticks = "`" * max(3, max((len(r) for r in re.findall(r"`+", body)), default=0) + 1)
     head = f"{ticks} {lang}" + (f' title="{title}"' if title else "")
     return f"{head}\n{body.rstrip()}\n{ticks}\n"
+
+
+# Sections every module page repeats (manifests, commands): left out of the search index, which
+# every visitor's browser downloads whole (4.3 MB at 1,000 modules before, most of it these).
+NOT_SEARCHED = " { data-search-exclude }\n"
 
 
 def page_markdown(module: Module) -> str:
@@ -267,23 +366,23 @@ def page_markdown(module: Module) -> str:
         SLOT.format("header"),
         "## Overview\n",
         SLOT.format("description"),
-        "## Deploy for inference\n",
+        "## Deploy for inference" + NOT_SEARCHED,
         "Apply this `DeepModule` to a cluster running the deepmarket operator "
         "(`kubectl apply -f deepmodule.yaml`); it serves the module's DEEPaaS API.\n",
         _fence("yaml", _yaml(deepmodule_manifest(module)), "deepmodule.yaml"),
     ]
     if module.trainable:
         parts += [
-            "## Train on your data\n",
+            "## Train on your data" + NOT_SEARCHED,
             "Put your data in WebDAV/Nextcloud, store its credentials in the "
             "`webdav-credentials` Secret, edit the URLs and apply this `TrainingRun`.\n",
             _fence("yaml", _yaml(trainingrun_manifest(module)), "trainingrun.yaml"),
         ]
     port = module.port
     parts += [
-        "## Try it\n",
+        "## Try it" + NOT_SEARCHED,
         SLOT.format("tryit"),
-        "## Run it locally\n",
+        "## Run it locally" + NOT_SEARCHED,
         "With deepmarket installed, from a checkout of the catalog:\n",
         _fence("bash", f"deepmarket module serve {module.id} --port 5000"),
         "Or with a container runtime, then open <http://127.0.0.1:5000/ui>:\n",
@@ -328,7 +427,10 @@ def _resources_html(module: Module) -> str:
         if any(key in r for _, r in cols):
             cells = "".join(f"<td>{esc(r[key]) + unit if key in r else '–'}</td>" for _, r in cols)
             rows.append(f"<tr><th>{label}</th>{cells}</tr>")
-    return f"<table><thead><tr><th></th>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    return (
+        f'<table><thead><tr><th scope="col">Resource</th>{head}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table>"
+    )
 
 
 def _facts_html(module: Module) -> str:

@@ -78,9 +78,9 @@ def test_filters_combine_and_live_in_the_url(page, site_url, generated_site):
 def test_text_filter_and_recently_updated(page, site_url, generated_site):
     target = generated_site.modules[7]
     page.goto(site_url)
-    page.fill("input[name=q]", target["title"].upper())
+    page.fill("input[name=text]", target["title"].upper())
     assert visible_ids(page) == [target["id"]]
-    page.fill("input[name=q]", "")
+    page.fill("input[name=text]", "")
     page.select_option("select[name=sort]", "updated")
     newest_first = sorted(generated_site.modules, key=lambda m: m["dates"]["updated"], reverse=True)
     assert visible_ids(page)[:5] == [m["id"] for m in newest_first][:5]

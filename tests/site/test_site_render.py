@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -143,3 +144,34 @@ def test_api_documents_follow_their_schema():
         doc = json.loads(api.dumps(api.module_document(module, entry)))
         Draft202012Validator(module_schema).validate(doc)
         assert (doc["manifests"]["trainingrun"] is None) is (not module.trainable)
+
+
+def test_author_headings_nest_under_the_page_and_never_skip_a_level():
+    from deepmarket.site.render import MarkdownRenderer, shift_headings
+
+    md = MarkdownRenderer()
+    html = md("# Usage\n\n### Inputs\n\n## Training\n\n###### deep\n")
+    assert [int(x) for x in re.findall(r"<h(\d)", html)] == [3, 4, 4, 5]
+    assert html.count("</h4>") == 2 and "</h6>" not in html
+    assert shift_headings("<h4>a</h4><h5>b</h5>", 3) == "<h3>a</h3><h4>b</h4>"
+    assert shift_headings("<p>no headings</p>", 3) == "<p>no headings</p>"
+
+
+def test_sanitized_markup_stays_valid_html():
+    from deepmarket.site.render import MarkdownRenderer
+
+    html = MarkdownRenderer()('<img src="x.png"> [bad](javascript:alert(1)) ![ok](y.png "t")')
+    assert '<img alt="" src="x.png">' in html or '<img alt=""' in html
+    assert "<a" not in html.replace("<a href", "") and "bad" in html
+    assert 'alt="ok"' in html
+
+
+def test_free_tags_take_the_vocabulary_spelling_so_tag_anchors_are_unique():
+    from deepmarket.site.render import page_tags
+
+    module = Module(
+        id="m",
+        data={"data-type": ["Audio", "Time Series"], "tags": ["audio", "time series", "birds"]},
+        dir=Path(),
+    )
+    assert page_tags(module) == ["Audio", "Time Series", "birds"]

@@ -13,15 +13,27 @@
     const count = root.querySelector(".dm-count__n");
     const of = root.querySelector(".dm-count__of");
     const empty = root.querySelector(".dm-empty");
-    const text = form.querySelector("input[name=q]");
+    const text = form.querySelector("input[name=text]");
     const sort = form.querySelector("select[name=sort]");
     const facetKeys = Array.from(form.querySelectorAll(".dm-facet")).map((d) => d.dataset.facet);
-    form.hidden = false;
-    // On a phone the filter groups would push the cards off screen: start them folded
-    // (readUrl reopens any group that has a value selected).
-    if (window.matchMedia("(max-width: 44.9375em)").matches) {
-      form.querySelectorAll("details.dm-facet").forEach((d) => (d.open = false));
-    }
+    const chips = Array.from(form.querySelectorAll("input[type=checkbox]")).map((input) => ({
+      input,
+      n: input.parentNode.querySelector(".dm-chip__n"),
+    }));
+    // What the filters compare, read once from the cards themselves (nothing is duplicated
+    // in the HTML): facet values, lower-cased text with the tags, title and date for sorting.
+    const info = new Map(
+      cards.map((card) => {
+        const values = {};
+        for (const key of facetKeys) values[key] = (card.dataset[key] || "").split("|");
+        const title = card.querySelector(".dm-card__title").textContent.toLowerCase();
+        const words = [card.dataset.id, card.textContent, values.tag ? values.tag.join(" ") : ""];
+        return [
+          card,
+          { values, title, text: words.join(" ").toLowerCase(), updated: card.dataset.updated || "" },
+        ];
+      }),
+    );
 
     function state() {
       const s = { q: text.value.trim(), sort: sort.value, facets: {} };
@@ -35,7 +47,7 @@
 
     function readUrl() {
       const params = new URLSearchParams(window.location.search);
-      text.value = params.get("q") || "";
+      text.value = params.get("text") || "";
       const wanted = params.get("sort") || "";
       sort.value = Array.from(sort.options).some((o) => o.value === wanted) ? wanted : "";
       for (const key of facetKeys) {
@@ -49,7 +61,8 @@
 
     function writeUrl(s) {
       const params = new URLSearchParams();
-      if (s.q) params.set("q", s.q);
+      // "text", not "q": the theme opens its search overlay for ?q= (search.share).
+      if (s.q) params.set("text", s.q);
       for (const key of facetKeys) s.facets[key].forEach((v) => params.append(key, v));
       if (s.sort) params.set("sort", s.sort);
       const query = params.toString();
@@ -58,45 +71,71 @@
     }
 
     // AND across facets, OR within one facet (as AI4OS does); text matches every word.
-    function matches(card, s) {
-      for (const key of facetKeys) {
-        const want = s.facets[key];
-        if (!want.length) continue;
-        const have = (card.dataset[key] || "").split("|");
-        if (!want.some((v) => have.includes(v))) return false;
-      }
-      const words = s.q.toLowerCase().split(/\s+/).filter(Boolean);
-      return words.every((w) => card.dataset.text.includes(w));
+    function facetMatch(card, key, want) {
+      if (!want.length) return true;
+      const have = info.get(card).values[key];
+      return want.some((v) => have.includes(v));
+    }
+
+    function textMatch(card, words) {
+      const hay = info.get(card).text;
+      return words.every((w) => hay.includes(w));
     }
 
     function order(s) {
       if (s.sort === "name") {
-        return cards.slice().sort((a, b) => a.dataset.title.localeCompare(b.dataset.title));
+        return cards.slice().sort((a, b) => info.get(a).title.localeCompare(info.get(b).title));
       }
       if (s.sort === "updated") {
-        return cards.slice().sort((a, b) => b.dataset.updated.localeCompare(a.dataset.updated));
+        return cards.slice().sort((a, b) => info.get(b).updated.localeCompare(info.get(a).updated));
       }
       return original;
     }
 
+    let shownOrder = original;
+
     function apply() {
       const s = state();
+      const words = s.q.toLowerCase().split(/\s+/).filter(Boolean);
+      // Each chip counts the modules it would show: every other active filter applies, its
+      // own facet does not (so counts inside one facet stay comparable).
+      const counts = new Map(facetKeys.map((k) => [k, new Map()]));
       let shown = 0;
-      const sorted = order(s);
-      const fragment = document.createDocumentFragment();
-      for (const card of sorted) {
-        const ok = matches(card, s);
-        card.hidden = !ok;
-        if (ok) shown += 1;
-        fragment.appendChild(card);
+      for (const card of cards) {
+        if (!textMatch(card, words)) {
+          card.hidden = true;
+          continue;
+        }
+        const misses = facetKeys.filter((k) => !facetMatch(card, k, s.facets[k]));
+        card.hidden = misses.length > 0;
+        if (!card.hidden) shown += 1;
+        for (const key of facetKeys) {
+          if (misses.length === 0 || (misses.length === 1 && misses[0] === key)) {
+            const tally = counts.get(key);
+            for (const v of info.get(card).values[key]) tally.set(v, (tally.get(v) || 0) + 1);
+          }
+        }
       }
-      grid.appendChild(fragment);
+      for (const chip of chips) {
+        const n = counts.get(chip.input.name).get(chip.input.value) || 0;
+        chip.n.textContent = String(n);
+        chip.input.parentNode.classList.toggle("dm-chip--none", n === 0 && !chip.input.checked);
+      }
+      const sorted = order(s);
+      if (sorted !== shownOrder || s.sort) {
+        const fragment = document.createDocumentFragment();
+        for (const card of sorted) fragment.appendChild(card);
+        grid.appendChild(fragment);
+        shownOrder = sorted;
+      }
       count.textContent = String(shown);
       of.hidden = shown === cards.length;
       empty.hidden = shown !== 0;
       writeUrl(s);
+      root.classList.remove("dm-pending");
     }
 
+    form.addEventListener("submit", (event) => event.preventDefault());
     form.addEventListener("input", apply);
     form.addEventListener("change", apply);
     form.querySelector(".dm-clear").addEventListener("click", () => {
@@ -287,6 +326,10 @@
   }
 
   function init() {
+    // mkdocs-material's search overlay has role="dialog" but no name; screen readers announce
+    // an unnamed dialog (axe: aria-dialog-name). Name it until the theme does.
+    const search = document.querySelector('.md-search[role="dialog"]:not([aria-label])');
+    if (search) search.setAttribute("aria-label", "Search");
     document.querySelectorAll(".dm-market").forEach(initMarket);
     document.querySelectorAll(".dm-tryit").forEach(initTryIt);
   }
