@@ -429,3 +429,21 @@ def test_jsonld_script_cannot_be_closed_by_metadata():
     assert script.count("</script>") == 1 and json.loads(script[35:-9])["description"].startswith(
         "</script>"
     )
+
+
+def test_imported_html_is_never_literal_text_on_the_marketplace(tmp_path, capsys):
+    from deepmarket.site.build import build_site
+
+    make_catalog(tmp_path, ["plants"])
+    assert main(["import", str(QUIRKS / "v1-tabs"), "--root", str(tmp_path)]) == 0
+    out = build_site(ROOT / "mkdocs.yml", site_dir=tmp_path / "public", catalog=tmp_path)
+    html = (out / "modules" / "leaf-spotter" / "index.html").read_text()
+    article = html[html.index("<article") : html.index("</article>")]
+    assert (
+        '<img alt="" src="https://raw.githubusercontent.com/example-org/leaf/master/leaf.png"'
+        in (article)
+        or 'src="https://raw.githubusercontent.com/example-org/leaf/master/leaf.png"' in article
+    )
+    assert '<a href="https://zenodo.org/record/1"' in article
+    for literal in ("&lt;img", "&lt;a ", "&lt;br", "&lt;script", "<script"):
+        assert literal not in article
