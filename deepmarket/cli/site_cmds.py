@@ -28,6 +28,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     build.add_argument(
         "--no-strict", dest="strict", action="store_false", help="do not fail on mkdocs warnings"
     )
+    build.add_argument(
+        "--site-url",
+        default=None,
+        help="where the site is published, e.g. https://example.org/market/ (a sub-path "
+        "works): sitemap, canonical links, a 404 page that works at any depth; default: "
+        "site_url in mkdocs.yml ($DEEPMARKET_SITE_URL)",
+    )
     build.set_defaults(func=cmd_build)
 
     serve = site_sub.add_parser("serve", help="serve the marketplace with live reload")
@@ -63,6 +70,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         catalog=args.catalog,
         deploy_base_url=args.base_url,
         strict=args.strict,
+        site_url=args.site_url,
     )
     print(f"marketplace built in {out}/ (open {out / 'index.html'})")
     return 0

@@ -24,6 +24,7 @@ def load(
     catalog: Path | None = None,
     deploy_base_url: str | None = None,
     strict: bool = False,
+    site_url: str | None = None,
 ) -> MkDocsConfig:
     if not config_file.is_file():
         raise UserError(
@@ -32,6 +33,8 @@ def load(
     overrides: dict[str, object] = {"strict": strict}
     if site_dir is not None:
         overrides["site_dir"] = str(site_dir)
+    if site_url is not None:
+        overrides["site_url"] = site_url
     try:
         config = load_config(str(config_file), **overrides)
     except (ConfigurationError, Abort) as exc:
@@ -53,6 +56,7 @@ def build_site(
     catalog: Path | None = None,
     deploy_base_url: str | None = None,
     strict: bool = True,
+    site_url: str | None = None,
 ) -> Path:
     """Build the marketplace; returns the output directory. Errors are one `UserError`."""
     config = load(
@@ -61,6 +65,7 @@ def build_site(
         catalog=catalog,
         deploy_base_url=deploy_base_url,
         strict=strict,
+        site_url=site_url,
     )
     _show_mkdocs_progress()
     plugin = config.plugins["deepmarket"]

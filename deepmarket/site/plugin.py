@@ -136,6 +136,17 @@ class DeepMarketPlugin(BasePlugin[DeepMarketConfig]):
             return render.with_error_panel(output_content, self.failure)
         return output_content
 
+    def on_post_build(self, *, config: MkDocsConfig) -> None:
+        # mkdocs writes a sitemap whatever happens; without site_url its <loc>s are bare paths,
+        # which no search engine accepts. No sitemap beats a wrong one.
+        if not config.site_url and not self.serving:
+            for name in ("sitemap.xml", "sitemap.xml.gz"):
+                Path(config.site_dir, name).unlink(missing_ok=True)
+            log.info(
+                "deepmarket: no site_url (DEEPMARKET_SITE_URL or --site-url): no sitemap and no "
+                "canonical links; the 404 page works at the site's top level only"
+            )
+
     # -- files ---------------------------------------------------------------------------
 
     def on_files(self, files: Files, /, *, config: MkDocsConfig) -> Files:
@@ -218,6 +229,8 @@ class DeepMarketPlugin(BasePlugin[DeepMarketConfig]):
     ) -> str | None:
         module = self.pages.get(page.file.src_uri)
         if module is not None:
+            # The sitemap's <lastmod>: when the module changed, not when the site was built.
+            page.update_date = render.updated(module) or page.update_date
             return render.fill_slots(
                 html,
                 render.page_slots(
