@@ -270,6 +270,18 @@ def test_what_only_the_author_knows_is_one_line(tmp_path):
     assert any("Docker Hub namespaces hold no '-'" in n for n in fixed.notes)
 
 
+def test_values_of_the_wrong_type_are_dropped_with_a_note():
+    meta = load_json(V2_JSON)
+    meta["links"]["docker_image"] = 5
+    meta["tags"] = [{"a": 1}, "ok"]
+    imported = from_ai4os_v2(meta, licence="MIT", image="ai4oshub/x:1")
+    assert imported.id == "semseg-vaihingen"  # not derived from the number
+    assert imported.data["tags"] == ["ok"]
+    notes = "\n".join(imported.notes)
+    assert "links.docker_image: 5 is not text; dropped" in notes
+    assert "tag {'a': 1} is not a word; dropped" in notes
+
+
 def test_a_key_given_twice_is_read_as_ai4os_reads_it(tmp_path):
     outcome = prepare(QUIRKS / "duplicate-key" / "ai4-metadata.yml", tmp_path)
     assert outcome.result == "valid", outcome.problems
@@ -360,8 +372,20 @@ def test_import_dry_run_writes_nothing_and_prints_the_entry(tmp_path, capsys):
 def test_import_usage_errors(tmp_path, capsys):
     assert main(["import", str(QUIRKS), "--id", "x", "--root", str(tmp_path)]) == 2
     assert "--id and --image name one module" in capsys.readouterr().err
-    assert main(["import", str(tmp_path / "missing.json")]) == 2 or True
+    assert main(["import", str(tmp_path / "missing.json")]) == 2
     assert "no such file" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["import", str(tmp_path / "empty")]) == 2
+    assert "no metadata file found" in capsys.readouterr().err
+    for name, text, expected in (
+        ("list.json", "[1, 2]", "must hold a mapping"),
+        ("blank.json", "", "the file is empty"),
+        ("binary.json", "\x00\x01", "invalid JSON"),
+    ):
+        (tmp_path / name).write_text(text)
+        assert main(["import", str(tmp_path / name), "--dry-run"]) == 1
+        err = capsys.readouterr().err
+        assert expected in err and "Traceback" not in err
     dup = tmp_path / "metadata.json"
     dup.write_text('{"title": "x", "title": "y", "sources": {}}')
     assert main(["import", str(dup), "--dry-run"]) == 1

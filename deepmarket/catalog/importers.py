@@ -101,6 +101,14 @@ def slug(text: str, limit: int = 63) -> str:
     return out[:limit].rstrip("-")
 
 
+def _text(value: Any, where: str, notes: list[str]) -> str:
+    """A string field's value; anything else is dropped with a note."""
+    if value is None or isinstance(value, str):
+        return value or ""
+    notes.append(f"{where}: {value!r} is not text; dropped")
+    return ""
+
+
 def split_image(value: str) -> tuple[str | None, str | None, str | None]:
     """(registry host or None for Docker Hub, repository, tag) of an image page URL or a
     reference: 'https://hub.docker.com/r/deephdc/x', 'deephdc/x', 'vllm/vllm-openai:latest'."""
@@ -416,6 +424,9 @@ class _Facets:
 
     def keyword(self, keyword: Any, notes: list[str], where: str) -> None:
         """A DEEP v1 keyword (or an AI4OS tag) read for what it says about the module."""
+        if not isinstance(keyword, (str, int, float)) or isinstance(keyword, bool):
+            notes.append(f"{where} {keyword!r} is not a word; dropped")
+            return
         raw = str(keyword).strip()
         word = " ".join(raw.lower().split())
         if not word:
@@ -529,7 +540,9 @@ def from_deep_v1(
     """A DEEP v1 metadata.json as a catalog entry."""
     notes: list[str] = []
     sources = meta.get("sources") if isinstance(meta.get("sources"), dict) else {}
-    host, repo, tag = split_image(str(sources.get("docker_registry_repo") or ""))
+    host, repo, tag = split_image(
+        _text(sources.get("docker_registry_repo"), "sources.docker_registry_repo", notes)
+    )
     mid = _module_id(
         module_id, [repo, sources.get("dockerfile_repo"), sources.get("code"), meta.get("title")]
     )
@@ -653,7 +666,7 @@ def from_ai4os_v2(
     if version and not version.startswith("2."):
         notes.append(f"metadata_version {version} is not 2.x; mapped as 2.x")
     links_in = meta.get("links") if isinstance(meta.get("links"), dict) else {}
-    host, repo, tag = split_image(str(links_in.get("docker_image") or ""))
+    host, repo, tag = split_image(_text(links_in.get("docker_image"), "links.docker_image", notes))
     if tag:
         notes.append(f"links.docker_image: tag {tag!r} kept out of the image page and id")
     mid = _module_id(module_id, [repo, links_in.get("source_code"), meta.get("title")])

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from deepmarket.catalog import importers
-from deepmarket.errors import UserError
+from deepmarket.errors import UsageError, UserError
 
 V2_NAMES = ("ai4-metadata.yml", "ai4-metadata.yaml", "ai4-metadata.json")
 V1_NAMES = ("metadata.json",)
@@ -43,7 +43,7 @@ def find_sources(paths: list[Path]) -> tuple[list[Path], list[str]]:
                 p for name in (*V2_NAMES, *V1_NAMES) for p in path.rglob(name) if p.is_file()
             )
             if not candidates:
-                raise UserError(
+                raise UsageError(
                     f"{path}: no metadata file found (looked for "
                     f"{', '.join((*V2_NAMES, *V1_NAMES))})"
                 )
@@ -60,7 +60,7 @@ def find_sources(paths: list[Path]) -> tuple[list[Path], list[str]]:
         elif path.is_file():
             found.append(path)
         else:
-            raise UserError(f"{path}: no such file or directory")
+            raise UsageError(f"{path}: no such file or directory")
     return list(dict.fromkeys(found)), notes
 
 
@@ -82,6 +82,8 @@ def read_metadata(path: Path, notes: list[str] | None = None) -> Any:
             raise UserError(
                 f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8"
             ) from None
+        if not text.strip():
+            raise UserError(f"{path}: the file is empty")
         try:
             return json.loads(text, object_pairs_hook=_no_duplicates(path))
         except json.JSONDecodeError as exc:
