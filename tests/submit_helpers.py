@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,3 +107,43 @@ def fill_module(work: Path, module_id: str) -> None:
         "# Leaf disease spotter\n\nTrained on 20,000 leaf photographs.\n", encoding="utf-8"
     )
     shutil.copy(REPO_ROOT / "catalog" / "digits-classifier" / "icon.svg", folder / "icon.svg")
+
+
+# --- the pull request's checks, as .github/workflows/validate.yml runs them ---------------
+
+WORKFLOWS = REPO_ROOT / ".github" / "workflows"
+
+
+def workflow(name: str) -> dict:
+    import yaml
+
+    return yaml.safe_load((WORKFLOWS / name).read_text())
+
+
+def review_run(workflow: dict) -> str:
+    steps = workflow["jobs"]["validate"]["steps"]
+    (step,) = [s for s in steps if s.get("run", "").lstrip().startswith("deepmarket review")]
+    return step["run"]
+
+
+def run_review_step(checkout: Path, base: str, tmp: Path) -> tuple[int, str, Path, Path]:
+    """Run validate.yml's review step, as its `run:` text, with the env the workflow sets."""
+    command = review_run(workflow("validate.yml"))
+    summary = tmp / "step-summary.md"
+    env = {
+        **os.environ,
+        "BASE": base,
+        "RUN_URL": "https://github.example/run/1",
+        "GITHUB_STEP_SUMMARY": str(summary),
+        "NO_MKDOCS_2_WARNING": "1",
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    }
+    out = subprocess.run(
+        ["bash", "-e", "-c", command],
+        cwd=checkout,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    return out.returncode, out.stdout + out.stderr, summary, checkout / "review" / "comment.md"

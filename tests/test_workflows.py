@@ -9,19 +9,22 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
 
 from deepmarket.catalog.model import Problem
 from deepmarket.cli import main
 from deepmarket.contrib import review
 from tests.actionlint_tool import Unavailable, ensure_actionlint
-from tests.submit_helpers import AUTHOR_TOKEN, REPO_ROOT, fill_module, git, make_world
-
-WORKFLOWS = REPO_ROOT / ".github" / "workflows"
-
-
-def _workflow(name: str) -> dict:
-    return yaml.safe_load((WORKFLOWS / name).read_text())
+from tests.submit_helpers import (
+    AUTHOR_TOKEN,
+    REPO_ROOT,
+    WORKFLOWS,
+    fill_module,
+    git,
+    make_world,
+    review_run,
+    run_review_step,
+    workflow,
+)
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +51,7 @@ def test_every_workflow_passes_actionlint(actionlint):
     assert out.returncode == 0, out.stdout + out.stderr
 
 
-def test_actionlint_catches_a_broken_workflow(actionlint, tmp_path):
+def test_actionlint_catches_a_brokenworkflow(actionlint, tmp_path):
     (tmp_path / ".github" / "workflows").mkdir(parents=True)
     bad = tmp_path / ".github" / "workflows" / "bad.yml"
     bad.write_text(
@@ -69,7 +72,7 @@ def test_actionlint_catches_a_broken_workflow(actionlint, tmp_path):
 
 
 def test_comment_workflow_posts_what_validate_leaves_without_running_fork_code():
-    validate, comment = _workflow("validate.yml"), _workflow("comment.yml")
+    validate, comment = workflow("validate.yml"), workflow("comment.yml")
     on = comment[True]  # PyYAML reads the key `on` as True
     assert on["workflow_run"]["workflows"] == [validate["name"]]
     assert validate["permissions"] == {"contents": "read"}
@@ -85,12 +88,6 @@ def test_comment_workflow_posts_what_validate_leaves_without_running_fork_code()
         if "upload-artifact" in str(s.get("uses"))
     ]
     assert uploads == ["review/", "preview/"]
-
-
-def review_run(workflow: dict) -> str:
-    steps = workflow["jobs"]["validate"]["steps"]
-    (step,) = [s for s in steps if s.get("run", "").lstrip().startswith("deepmarket review")]
-    return step["run"]
 
 
 # --- the review's pure parts ------------------------------------------------------------
@@ -132,29 +129,6 @@ def test_annotations_stop_at_githubs_limit_and_point_to_the_summary():
 
 
 # --- the review as validate.yml runs it ---------------------------------------------------
-
-
-def run_review_step(checkout: Path, base: str, tmp: Path) -> tuple[int, str, Path, Path]:
-    """Run validate.yml's review step, as its `run:` text, with the env the workflow sets."""
-    command = review_run(_workflow("validate.yml"))
-    summary = tmp / "step-summary.md"
-    env = {
-        **os.environ,
-        "BASE": base,
-        "RUN_URL": "https://github.example/run/1",
-        "GITHUB_STEP_SUMMARY": str(summary),
-        "NO_MKDOCS_2_WARNING": "1",
-        "PATH": f"{Path(os.sys.executable).parent}:{os.environ['PATH']}",
-    }
-    out = subprocess.run(
-        ["bash", "-e", "-c", command],
-        cwd=checkout,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    return out.returncode, out.stdout + out.stderr, summary, checkout / "review" / "comment.md"
 
 
 def test_the_review_step_annotates_at_most_ten_errors_of_a_broken_pull_request(tmp_path):
