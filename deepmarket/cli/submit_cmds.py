@@ -343,7 +343,9 @@ def cmd_review(args: argparse.Namespace) -> int:
     from deepmarket.contrib import review
 
     root = args.root
-    paths = changed_paths(root, args.base) if args.base else []
+    # A push that creates a branch has no before (40 zeros): nothing to compare with.
+    base = args.base if args.base and set(args.base) != {"0"} else None
+    paths = changed_paths(root, base) if base else []
     changed = review.changed_modules(paths)
     _, problems = scan_catalog(root)
     ranked = review.rank(strict(problems), changed)
