@@ -279,3 +279,26 @@ def test_image_pull_errors_alternating_read_the_same():
 
 def json_key(cond: dict) -> str:
     return f"{cond['status']} {cond['reason']} {cond['message']}"
+
+
+def test_a_scale_alone_bumping_the_deployments_generation_keeps_ready():
+    obj = dm({"image": "a/b:1", "autoscaling": {"minReplicas": 1, "maxReplicas": 4}})
+    scaled = rolling(1, 1, 1, 3, observed=2)
+    scaled["metadata"]["generation"] = 3  # the HPA's /scale write; not yet observed
+    rt = resolve(obj["spec"], None)
+    plan = desired_children(obj, rt, OPTS, knative=False)
+
+    def ready(applied):
+        s = derive_status(
+            obj,
+            options=OPTS,
+            now=T0,
+            runtime=rt,
+            plan=plan,
+            deployment=scaled,
+            applied_generation=applied,
+        )
+        return conds(s)["Ready"]["status"]
+
+    assert ready(2) == "True"  # our last write made generation 2, which is rolled out
+    assert ready(None) == "False"  # unknown (after a restart): only the current one counts

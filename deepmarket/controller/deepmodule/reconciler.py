@@ -216,6 +216,8 @@ class Reconciler:
         # (apiVersion, kind, namespace, name) → the object as our last write returned it.
         self.written: dict[tuple[str, str, str, str], dict[str, Any]] = {}
         self.events = EventRecorder(kube)
+        # (namespace, name) → the Deployment generation our last write of it produced.
+        self.applied_generation: dict[tuple[str, str], int] = {}
 
     # -- the newest-known view ----------------------------------------------------------
     def remember(self, obj: Mapping[str, Any]) -> None:
@@ -228,6 +230,8 @@ class Reconciler:
         key = (api_version, kind, namespace, name)
         if key in self.written and resource_version(self.written[key]) <= rv:
             del self.written[key]
+        if kind in ("DeepModule", "Deployment"):
+            self.applied_generation.pop((namespace, name), None)
 
     def freshest(self, cached: Mapping[str, Any] | None, key: tuple[str, str, str, str]) -> Any:
         """The newer of the watch cache's copy and our last write's response."""
@@ -299,6 +303,7 @@ class Reconciler:
             deployment=ours.get(("apps/v1", "Deployment")),
             ksvc=ours.get((KNATIVE_API, "Service")),
             pods=pods,
+            applied_generation=self.applied_generation.get((meta["namespace"], name)),
         )
         if outcome.writes:
             self._event(dm, "Normal", "Applied", "; ".join(outcome.writes))
@@ -385,13 +390,19 @@ class Reconciler:
     def _execute(self, write: Write) -> dict[str, Any] | None:
         """Perform one write; return the child as it now is (None once deleted)."""
         meta = write.obj["metadata"]
-        if write.verb == "revert":
-            result = self.kube.json_patch(*write.kind, meta["namespace"], meta["name"], write.patch)
+        if write.verb in ("revert", "apply"):
+            if write.verb == "revert":
+                result = self.kube.json_patch(
+                    *write.kind, meta["namespace"], meta["name"], write.patch
+                )
+            else:
+                result = self.kube.apply(write.obj)
             self.remember(result)
-            return trim(result)
-        if write.verb == "apply":
-            result = self.kube.apply(write.obj)
-            self.remember(result)
+            if write.kind == ("apps/v1", "Deployment"):
+                done = result.get("metadata", {})
+                self.applied_generation[(meta["namespace"], meta["name"])] = int(
+                    done.get("generation") or 0
+                )
             return trim(result)
         self.kube.delete(*write.kind, meta["namespace"], meta["name"], meta["uid"])
         self.written.pop((*write.kind, meta["namespace"], meta["name"]), None)

@@ -132,16 +132,19 @@ class Rollout:
     rolled_out: bool  # the wanted generation is the only one running
 
 
-def rollout(deployment: Mapping[str, Any] | None, wanted_default: int) -> Rollout:
-    """What a Deployment's status says about the generation we asked for."""
+def rollout(
+    deployment: Mapping[str, Any] | None, wanted_default: int, applied: int | None = None
+) -> Rollout:
+    """What a Deployment's status says about the generation we asked for: `applied`, the
+    generation our last write of it produced (a later one from a scale alone changes no pod
+    template); unknown (after a restart): the current generation."""
     if not deployment:
         return Rollout(wanted_default, 0, 0, False)
     spec, status = deployment.get("spec", {}), deployment.get("status", {})
     wanted = int(spec.get("replicas", wanted_default))
     observed = int(status.get("observedGeneration") or 0)  # 0: not seen by the controller yet
-    generation_seen = observed > 0 and observed >= int(
-        deployment.get("metadata", {}).get("generation") or 0
-    )
+    required = applied if applied is not None else deployment.get("metadata", {}).get("generation")
+    generation_seen = observed > 0 and observed >= int(required or 0)
     updated = int(status.get("updatedReplicas") or 0)
     total = int(status.get("replicas") or 0)
     return Rollout(
@@ -154,10 +157,14 @@ def rollout(deployment: Mapping[str, Any] | None, wanted_default: int) -> Rollou
 
 
 def _standard_conditions(
-    rt: Runtime, plan: Plan, deployment: Mapping[str, Any] | None, pods: list[Mapping[str, Any]]
+    rt: Runtime,
+    plan: Plan,
+    deployment: Mapping[str, Any] | None,
+    pods: list[Mapping[str, Any]],
+    applied: int | None = None,
 ) -> tuple[list[dict[str, Any]], int, int, bool]:
     floor = max(1, rt.scaling.min)
-    ro = rollout(deployment, floor)
+    ro = rollout(deployment, floor, applied)
     wanted = max(ro.wanted, floor) if rt.scaling.autoscaled else ro.wanted
     serving = ro.rolled_out and ro.available >= min(floor, wanted) and wanted > 0
     troubles = pod_troubles(pods)
@@ -258,6 +265,7 @@ def derive_status(
     deployment: Mapping[str, Any] | None = None,
     ksvc: Mapping[str, Any] | None = None,
     pods: Iterable[Mapping[str, Any]] = (),
+    applied_generation: int | None = None,
 ) -> dict[str, Any]:
     """The whole `.status` a DeepModule should have now."""
     meta = dm["metadata"]
@@ -285,7 +293,7 @@ def derive_status(
         status["url"] = f"{url}/" if url else internal_url(meta["name"], meta["namespace"], options)
     else:
         conditions, wanted, ready, rolled_out = _standard_conditions(
-            runtime, plan, deployment, pods
+            runtime, plan, deployment, pods, applied_generation
         )
         status["replicas"] = wanted
         status["readyReplicas"] = ready
