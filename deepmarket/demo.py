@@ -55,6 +55,62 @@ def apply_list(modules: Sequence[Module], namespace: str) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "List", "items": items}
 
 
+DEMO_SOURCE = "local-checkout"  # the CatalogSource that deploys the checkout's catalog
+DEMO_INTERVAL = "10s"
+
+
+def catalog_source_manifest(namespace: str, url: str, branch: str, path: str) -> dict[str, Any]:
+    """The CatalogSource that makes the operator — not the demo — deploy `deploy: true`
+    modules from the checkout's own repository (what is committed on its branch)."""
+    return {
+        "apiVersion": f"{API_GROUP}/{API_VERSION}",
+        "kind": "CatalogSource",
+        "metadata": {"name": DEMO_SOURCE, "namespace": namespace},
+        "spec": {"url": url, "branch": branch, "path": path, "interval": DEMO_INTERVAL},
+    }
+
+
+def left_by_an_older_demo(items: Sequence[Mapping[str, Any]], ids: Sequence[str]) -> list[str]:
+    """DeepModules an earlier demo applied itself (no owner): the CatalogSource never takes
+    over what it does not own, so they are replaced once."""
+    return [
+        i["metadata"]["name"]
+        for i in items
+        if i["metadata"]["name"] in ids and not i["metadata"].get("ownerReferences")
+    ]
+
+
+def git_location(root: Path) -> tuple[str, str, str] | None:
+    """(file:// URL of the repository, its checked-out branch, the catalog's path in it), or
+    None when `root` is not in a git work tree on a branch."""
+    import pygit2
+
+    found = pygit2.discover_repository(str(root))
+    if not found:
+        return None
+    repo = pygit2.Repository(found)
+    if repo.is_bare or repo.head_is_detached or repo.head_is_unborn or not repo.workdir:
+        return None
+    top = Path(repo.workdir).resolve()
+    rel = root.resolve().relative_to(top).as_posix()
+    return top.as_uri(), repo.head.shorthand, rel or "."
+
+
+def committed_modules(root: Path, branch: str, path: str) -> list[Module]:
+    """The `deploy: true` modules of the catalog committed on `branch` (what the operator will
+    deploy), read from git objects as the operator reads them."""
+    import pygit2
+
+    from deepmarket.catalog.loader import CatalogInvalid
+    from deepmarket.controller.sync.gitcatalog import read_catalog
+
+    repo = pygit2.Repository(pygit2.discover_repository(str(root)))
+    read = read_catalog(repo, f"refs/heads/{branch}", path)
+    if not read.valid:
+        raise CatalogInvalid(read.problems)
+    return deployed(read.catalog)
+
+
 def module_base(base_url: str, module_id: str) -> str:
     """The marketplace's try-it scheme (the site's own function, so the two never differ)."""
     from deepmarket.site.render import deploy_url
@@ -303,6 +359,7 @@ class Demo:
             "--timeout=60s",
             f"crd/deepmodules.{API_GROUP}",
             f"crd/trainingruns.{API_GROUP}",
+            f"crd/catalogsources.{API_GROUP}",
         )
         # kopf, watching one namespace, lists namespaces and served resources once at start
         # and ignores what its watches' initial listings show: a namespace or CRD that appears
@@ -324,19 +381,13 @@ class Demo:
                 cfg.namespace,
                 "--ingress-base",
                 self.base_url,
+                "--git-cache",
+                str(devenv.dev_dir(env) / "git"),
             ],
         )
 
-        # 3. DeepModules
-        self._step(f"applying {len(modules)} DeepModules into namespace {cfg.namespace}")
-        self._kubectl(
-            "apply",
-            "--server-side",
-            "--force-conflicts",
-            "-f",
-            "-",
-            stdin=json.dumps(apply_list(modules, cfg.namespace)),
-        )
+        # 3. DeepModules: the operator deploys them from a CatalogSource on this checkout
+        modules = self.deploy(modules)
         rows = self.wait_ready([m.id for m in modules])
         print(format_table(rows), flush=True)
 
@@ -388,6 +439,39 @@ class Demo:
         self.say(f"    marketplace ready; everything up in {self._elapsed(started)}")
         self.summary()
 
+    def deploy(self, modules: Sequence[Module]) -> Sequence[Module]:
+        """Get the `deploy: true` modules deployed; the ones to wait for."""
+        cfg, where = self.cfg, git_location(self.cfg.root)
+        if where is None:  # not a git checkout (an unpacked archive): apply them directly
+            self._step(f"applying {len(modules)} DeepModules into namespace {cfg.namespace}")
+            self._kubectl("apply", "--server-side", "--force-conflicts", "-f", "-",
+                          stdin=json.dumps(apply_list(modules, cfg.namespace)))  # fmt: skip
+            return modules
+        url, branch, path = where
+        committed = committed_modules(cfg.root, branch, path)
+        if [m.id for m in committed] != [m.id for m in modules]:
+            self.say(
+                f"    note: uncommitted changes differ from {branch}; the operator deploys what "
+                f"is committed: {', '.join(m.id for m in committed) or 'none'}"
+            )
+        modules = committed
+        self._step(
+            f"CatalogSource {DEMO_SOURCE}: the operator deploys the {len(modules)} "
+            f"`deploy: true` modules committed on {branch} of {url}"
+        )
+        stale = left_by_an_older_demo(self._deepmodules(), [m.id for m in modules])
+        if stale:
+            self.say(f"    replacing DeepModules an older demo applied itself: {', '.join(stale)}")
+            self._kubectl("delete", "-n", cfg.namespace, "deepmodules", *stale, "--wait=true")
+        manifest = catalog_source_manifest(cfg.namespace, url, branch, path)
+        self._kubectl("apply", "--server-side", "--force-conflicts", "-f", "-",
+                      stdin=json.dumps(manifest))  # fmt: skip
+        self.say(
+            f"    commit a change to modules.yml on {branch}: it is deployed within "
+            f"{DEMO_INTERVAL} (`deepmarket sync {DEMO_SOURCE} -n {cfg.namespace}` at once)"
+        )
+        return modules
+
     def _kubectl(self, *args: str, stdin: str | None = None) -> str:
         done = subprocess.run(
             [str(self.kubectl), "--kubeconfig", str(self.kubeconfig), *args],
@@ -433,7 +517,7 @@ class Demo:
             server, ctx = self._state["server"], self._context()
             status, body = api_request(server, ctx, "GET", group)
             names = {r.get("name") for r in body.get("resources", [])} if status == 200 else set()
-            if "deepmodules" in names:
+            if {"deepmodules", "catalogsources"} <= names:
                 status, _ = api_request(server, ctx, "GET", f"{group}/deepmodules?limit=1")
                 if status == 200:
                     return

@@ -16,6 +16,7 @@ from deepmarket.cli import (
     module_cmds,
     site_cmds,
     submit_cmds,
+    sync_cmds,
 )
 from deepmarket.errors import UserError
 
@@ -27,6 +28,7 @@ SURFACES = (
     controller_cmds,
     demo_cmds,
     submit_cmds,
+    sync_cmds,
 )
 
 

@@ -35,6 +35,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if args.api_timeout < 0:
         raise UsageError("--api-timeout: give 0 or more seconds")
+    if args.git_max_mb < 1:
+        raise UsageError("--git-max-mb: give at least 1 (MiB)")
+    if args.webhook_listen and not args.webhook_listen.rpartition(":")[2].isdigit():
+        raise UsageError(
+            f"--webhook-listen {args.webhook_listen}: give HOST:PORT, e.g. 0.0.0.0:9292"
+        )
     from deepmarket.controller.runner import Election
     from deepmarket.controller.workqueue import QueueSettings
 
@@ -61,6 +67,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         ingress_base=args.ingress_base,
         cluster_domain=args.cluster_domain,
         tolerations=tolerations,
+        git_cache=args.git_cache,
+        git_max_bytes=args.git_max_mb * 1024 * 1024,
     )
     run(
         RunConfig(
@@ -73,6 +81,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             election=election,
             queue=queue,
             api_timeout=args.api_timeout,
+            webhook_listen=args.webhook_listen,
         )
     )
     return 0
@@ -124,5 +133,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="wait this long for the DeepModule API (the CRDs) to be served "
                    "before giving up (default 120)")  # fmt: skip
     p.add_argument("--workers", type=int, default=16, help="parallel reconciles (default 16)")
+    p.add_argument("--webhook-listen", metavar="HOST:PORT",
+                   help="serve the CatalogSource webhook receiver here, e.g. 0.0.0.0:9292 "
+                   "(POST /hooks/catalogsources/NAMESPACE/NAME)")  # fmt: skip
+    p.add_argument("--git-cache", type=Path, metavar="DIR",
+                   help="where CatalogSources' git mirrors live "
+                   "(default ~/.cache/deepmarket/git)")  # fmt: skip
+    p.add_argument("--git-max-mb", type=int, default=256, metavar="MIB",
+                   help="largest fetch one CatalogSource may make (default 256)")  # fmt: skip
     p.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     p.set_defaults(func=cmd_run)

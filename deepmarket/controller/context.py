@@ -16,6 +16,7 @@ from typing import Any
 import kopf
 
 from deepmarket.catalog.model import Catalog
+from deepmarket.controller.catalogstore import CatalogStore
 from deepmarket.controller.kube import Kube
 from deepmarket.controller.options import Options
 from deepmarket.controller.workqueue import QueueSettings, Reconcile, WorkQueue
@@ -31,6 +32,8 @@ class OperatorContext:
     namespaces: tuple[str, ...] = ()  # empty: every namespace
     queue_settings: QueueSettings = field(default_factory=QueueSettings)
     catalog: Catalog | None = None
+    # The catalogs synced from git (CatalogSources): written by the sync, read by DeepModules.
+    catalogs: CatalogStore = field(default_factory=CatalogStore)
     knative: bool = False  # whether serving.knative.dev/v1 is served now (re-checked)
     queues: list[WorkQueue] = field(default_factory=list)
     background: list[Background] = field(default_factory=list)

@@ -29,6 +29,8 @@ PLURALS = {
     (DEEPMODULE_API, "DeepModule"): "deepmodules",
     (DEEPMODULE_API, "TrainingRun"): "trainingruns",
     ("v1", "Event"): "events",
+    ("v1", "Secret"): "secrets",
+    (DEEPMODULE_API, "CatalogSource"): "catalogsources",
 }
 
 TRANSIENT_STATUS = {408, 409, 429, 500, 502, 503, 504}

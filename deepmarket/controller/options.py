@@ -15,3 +15,7 @@ class Options:
     # Tolerations added to every pod, e.g. for a cluster whose nodes all carry a taint.
     tolerations: tuple[dict[str, Any], ...] = field(default_factory=tuple)
     weights_image: str = "rclone/rclone:1.68.2"
+    # The catalog sync (CatalogSources): where the bare git mirrors live (None: the user's
+    # cache directory), and the most one fetch may bring.
+    git_cache: Path | None = None
+    git_max_bytes: int = 256 * 1024 * 1024

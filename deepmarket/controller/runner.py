@@ -37,9 +37,12 @@ import kopf
 from deepmarket.catalog.model import Catalog
 from deepmarket.controller import DEEPMODULE_API
 from deepmarket.controller import deepmodule as deepmodule_resource
+from deepmarket.controller import sync as sync_resource
 from deepmarket.controller.context import OperatorContext, ResourceSetup
 from deepmarket.controller.kube import ApiError, Kube, connection_info, make_api_client
 from deepmarket.controller.options import Options
+from deepmarket.controller.sync.receiver import Receiver
+from deepmarket.controller.sync.receiver import serve as serve_receiver
 from deepmarket.controller.workqueue import QueueSettings
 from deepmarket.errors import UserError
 
@@ -55,7 +58,7 @@ KNATIVE_API = "serving.knative.dev/v1"
 OPTIONAL_APIS = (KNATIVE_API,)
 
 # The resources this operator runs, each a `setup(ctx)`; TrainingRun and sync append theirs.
-RESOURCES: tuple[ResourceSetup, ...] = (deepmodule_resource.setup,)
+RESOURCES: tuple[ResourceSetup, ...] = (deepmodule_resource.setup, sync_resource.setup)
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,7 @@ class RunConfig:
     queue: QueueSettings = field(default_factory=QueueSettings)
     api_timeout: float = 120.0  # how long to wait for the DeepModule API to be served
     resources: tuple[ResourceSetup, ...] = RESOURCES
+    webhook_listen: str | None = None  # HOST:PORT of the CatalogSource webhook receiver
 
     @property
     def workers(self) -> int:
@@ -490,6 +494,12 @@ def run(cfg: RunConfig) -> None:
         if cfg.liveness:
             # Alive = waiting for the lease, or acting with kopf up (a stuck start fails it).
             health = await serve_liveness(cfg.liveness, lambda: not acting["now"] or ready.is_set())
+        hooks = None
+        if cfg.webhook_listen:
+            # Every replica receives; the annotations a delivery writes reach the leader's watch.
+            host, _, port = cfg.webhook_listen.rpartition(":")
+            hooks = await serve_receiver(Receiver(kube), host or "0.0.0.0", int(port))
+            log.info("webhook receiver on %s", cfg.webhook_listen)
         try:
             await asyncio.to_thread(wait_for_deepmodule_api, kube, cfg.namespaces, cfg.api_timeout)
             if cfg.leader_elect:
@@ -501,6 +511,8 @@ def run(cfg: RunConfig) -> None:
             else:
                 await operate(asyncio.Event())
         finally:
+            if hooks is not None:
+                await hooks.cleanup()
             if health is not None:
                 await health.cleanup()
 

@@ -174,6 +174,7 @@ def setup(ctx: OperatorContext, reconciler: Reconciler | None = None) -> Control
             catalog=ctx.catalog,
             knative=ctx.knative,
             io_workers=ctx.queue_settings.workers * 2,
+            catalogs=ctx.catalogs,
         )
     ctl = Controller(reconciler, ctx)
     register(ctx.registry, ctl)
@@ -188,6 +189,15 @@ def setup(ctx: OperatorContext, reconciler: Reconciler | None = None) -> Control
             ctl.kick_all()
 
     ctx.on_catalog_change(catalog_changed)
+
+    def catalog_synced(namespace: str, modules: frozenset[str]) -> None:
+        # A CatalogSource synced a revision that changed these modules: their users resolve again.
+        for ns, name in ctl.module_keys():
+            dm = _first(ctl.indexes["dm_idx"].get((ns, name))) if ns == namespace else None
+            if ((dm or {}).get("spec") or {}).get("module") in modules:
+                ctl.kick(ns, name)
+
+    ctx.catalogs.listeners.append(catalog_synced)
     ctx.on_api_change(api_changed)
     ctx.on_shutdown(ctl.shutdown)
     return ctl

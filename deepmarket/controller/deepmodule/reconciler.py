@@ -17,6 +17,7 @@ from typing import Any
 
 from deepmarket.catalog.model import Catalog
 from deepmarket.controller import DEEPMODULE_API, FIELD_MANAGER
+from deepmarket.controller.catalogstore import PENDING, CatalogStore
 from deepmarket.controller.compare import (
     controlled_by,
     controller_of,
@@ -204,10 +205,12 @@ class Reconciler:
         knative: bool = False,
         clock: Callable[[], str] = now_iso,
         io_workers: int = 32,
+        catalogs: CatalogStore | None = None,
     ) -> None:
         self.kube = kube
         self.options = options
         self.catalog = catalog
+        self.catalogs = catalogs  # the synced catalogs (CatalogSources), beside the local one
         self.knative = knative
         self.clock = clock
         # Child writes of one reconcile run concurrently, and Events are posted in the
@@ -253,10 +256,13 @@ class Reconciler:
         outcome = Outcome()
         runtime: Runtime | None = None
         plan: Plan | None = None
+        catalog = self.catalog
+        if self.catalogs is not None:
+            catalog = self.catalogs.for_deepmodule(dm, self.catalog)
+            if catalog is PENDING:  # its CatalogSource has not synced since the start: wait
+                return outcome
         try:
-            runtime = resolve(
-                dm.get("spec") or {}, self.catalog, training_runs=self._training_runs(dm)
-            )
+            runtime = resolve(dm.get("spec") or {}, catalog, training_runs=self._training_runs(dm))
             plan = desired_children(dm, runtime, self.options, knative=self.knative)
         except SpecProblem as problem:
             outcome.problem = problem

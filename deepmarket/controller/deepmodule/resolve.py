@@ -141,7 +141,8 @@ def resolve(
                 raise SpecProblem(
                     "CatalogUnavailable",
                     f"spec.module {module_id!r} needs the catalog, but the operator has none "
-                    "loaded (start it with --catalog PATH) — or set spec.image",
+                    "loaded (create a CatalogSource in this namespace, or start it with "
+                    "--catalog PATH) — or set spec.image",
                 )
         else:
             try:
