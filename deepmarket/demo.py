@@ -107,7 +107,7 @@ def committed_modules(root: Path, branch: str, path: str) -> list[Module]:
     repo = pygit2.Repository(pygit2.discover_repository(str(root)))
     read = read_catalog(repo, f"refs/heads/{branch}", path)
     if not read.valid:
-        raise CatalogInvalid(read.problems)
+        raise CatalogInvalid(read.errors)
     return deployed(read.catalog)
 
 

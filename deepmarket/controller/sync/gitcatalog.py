@@ -30,12 +30,16 @@ from deepmarket.catalog.loader import (
 from deepmarket.catalog.model import Catalog, Module, Problem
 from deepmarket.catalog.rules import (
     ICON_MAX,
+    README_MAX,
     FileFact,
     IndexEntry,
     catalog_rules,
+    icon_candidates,
     index_entries,
     lexical_path_problem,
     module_rules,
+    placeholder_problems,
+    readme_problems,
     referenced_files,
 )
 from deepmarket.catalog.schema import INDEX, MODULE, problems_from_schema
@@ -56,8 +60,13 @@ class GitCatalog:
     problems: list[Problem]
 
     @property
+    def errors(self) -> list[Problem]:
+        """The problems that make the catalog unusable (warnings do not, as in `load_catalog`)."""
+        return [p for p in self.problems if p.is_error]
+
+    @property
     def valid(self) -> bool:
-        return not self.problems
+        return not self.errors
 
 
 def _join(base: str, name: str) -> str:
@@ -177,7 +186,12 @@ def _module(
                 problems.append(
                     parsed.problem(("readme",), f"{data['readme']!r} is not UTF-8 text")
                 )
-    icon = Path(module_dir, data["icon"]) if isinstance(data.get("icon"), str) else None
+    icon_name = (
+        data["icon"]
+        if isinstance(data.get("icon"), str)
+        else _implicit_icon(tree, module_dir, data)
+    )
+    icon = Path(module_dir, icon_name) if icon_name else None
     module = Module(
         id=data["id"], data=data, dir=Path(module_dir), deploy=deploy, readme=readme, icon=icon
     )
@@ -190,14 +204,35 @@ def _module(
 ModuleCache = dict[tuple[str, str], ParsedYaml]
 
 
+def _implicit_icon(root: pygit2.Tree, rel_dir: str, data: dict[str, Any]) -> str | None:
+    """icon.svg or icon.png beside module.yml, used when there is no `icon:` key."""
+    for name in icon_candidates(data):
+        if _mode(root, f"{rel_dir}/{name}") is not None:
+            return name
+    return None
+
+
 def _check_module(root: pygit2.Tree, rel_dir: str, name: str, display: str) -> ParsedYaml:
-    """One module.yml: syntax, schema, and the rules over it and the files it references."""
+    """One module.yml: syntax, schema, and the rules over it and the files it references
+    (the loader's `check_module_file`, over git objects)."""
     parsed = _parse(root, f"{rel_dir}/{MODULE_FILE}", display, MODULE_LIMITS, MODULE)
     if isinstance(parsed.data, dict):
-        refs = [rel for _, rel, _, _ in referenced_files(parsed.data)]
+        icon = _implicit_icon(root, rel_dir, parsed.data)
+        refs = [rel for _, rel, _, _ in referenced_files(parsed.data, icon)]
         flagged = frozenset(p.path for p in parsed.problems)
         facts = _facts(root, rel_dir, refs)
-        parsed.problems.extend(module_rules(parsed, name, facts, flagged))
+        parsed.problems.extend(module_rules(parsed, name, facts, flagged, icon))
+        parsed.problems.extend(placeholder_problems(parsed, parsed.problems))
+        readme = parsed.data.get("readme")
+        fact = facts.get(readme) if isinstance(readme, str) else None
+        if fact is not None and fact.kind == "file" and fact.size <= README_MAX:
+            found = _resolve(root, rel_dir, readme)
+            try:
+                text = found[1].data.decode("utf-8") if not isinstance(found, str) else ""
+            except UnicodeDecodeError:
+                text = ""  # reported when the module is loaded
+            where = f"{display.rsplit('/', 1)[0]}/{readme}"
+            parsed.problems.extend(readme_problems(text, where))
     return parsed
 
 

@@ -231,10 +231,10 @@ class Syncer:
         path = spec.get("path", ".")
         read = self.catalog_at(meta["uid"], mirror, tip, path)
         if not read.valid:
-            n = len(read.problems)
+            n = len(read.errors)
             msg = (
                 f"revision {revision} is invalid ({n} problem{'s' if n != 1 else ''}); {keep}: "
-                + problems_text(read.problems)
+                + problems_text(read.errors)
             )
             return result("InvalidCatalog", msg, attempted=revision)
         observed = self._deepmodules(meta["namespace"])
