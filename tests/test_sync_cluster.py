@@ -116,8 +116,11 @@ def wait_attempted(cluster, ns: str, name: str, commit: str, reason: str) -> dic
     def done() -> bool:
         got.update(cs_of(cluster, ns, name))
         st = got.get("status", {})
-        return st.get("lastAttemptedRevision") == f"main@sha1:{commit}" and (
-            ready(got).get("reason") == reason
+        reconciling = {c["type"]: c for c in st.get("conditions", [])}.get("Reconciling", {})
+        return (
+            st.get("lastAttemptedRevision") == f"main@sha1:{commit}"
+            and ready(got).get("reason") == reason
+            and reconciling.get("status") == "False"  # not the status written mid-apply
         )
 
     try:
@@ -151,6 +154,7 @@ def push_event(after: str, ref: str = "refs/heads/main") -> bytes:
 
 
 def operator_writes(cluster, mark: int, ns: str, resources=("deepmodules", "catalogsources")):
+    """The sync's write calls (DeepModules, CatalogSources) in `ns` since `mark`."""
     out = []
     for ev in cluster.audit_events(mark):
         if ev.get("stage") != "ResponseComplete" or ev.get("verb") not in WRITES:
@@ -158,6 +162,8 @@ def operator_writes(cluster, mark: int, ns: str, resources=("deepmodules", "cata
         ref = ev.get("objectRef", {})
         if ev.get("user", {}).get("username") != SA_USER or ref.get("namespace") != ns:
             continue
+        if ref.get("resource") == "deepmodules" and ref.get("subresource"):
+            continue  # the DeepModule controller's status, not the sync's
         if ref.get("resource") in resources:
             out.append(f"{ev['verb']} {ref.get('resource')}/{ref.get('subresource', '')} "
                        f"{ref.get('name')}")  # fmt: skip
