@@ -519,10 +519,12 @@ def test_rbac_operator_least_privilege_and_namespace_users(operator, namespace):
     assert can_i(cluster, "patch", "deepmodules", "--subresource=status", "-n", namespace, sa)
     assert can_i(cluster, "create", "deployments.apps", "-n", namespace, sa)
     assert can_i(cluster, "watch", "pods", "--all-namespaces", sa)
-    # … and has no business with Secrets, ConfigMaps or users' DeepModule specs.
+    # … and has no business with Secrets beyond reading one by name (the catalog sync's git
+    # credentials and webhook secret), ConfigMaps or updating users' DeepModule specs.
+    assert can_i(cluster, "get", "secrets", "-n", namespace, sa)
     for verb, res in [
-        ("get", "secrets"),
         ("list", "secrets"),
+        ("watch", "secrets"),
         ("get", "configmaps"),
         ("update", "deepmodules"),
         ("create", "pods"),
