@@ -89,7 +89,9 @@ def git_location(root: Path) -> tuple[str, str, str] | None:
     if not found:
         return None
     repo = pygit2.Repository(found)
-    if repo.is_bare or repo.head_is_detached or repo.head_is_unborn or not repo.workdir:
+    if repo.is_bare or repo.is_shallow or repo.head_is_detached or repo.head_is_unborn:
+        return None  # (a shallow clone cannot be fetched from)
+    if not repo.workdir:
         return None
     top = Path(repo.workdir).resolve()
     rel = root.resolve().relative_to(top).as_posix()

@@ -448,3 +448,22 @@ def test_credentials_come_from_a_secret_and_never_show(
         assert "pa55" not in json.dumps(cs) and "pa55" not in sync_operator.log.read_text()
     finally:
         server.stop()
+
+
+def test_a_commit_in_a_local_checkout_is_deployed_by_polling(sync_operator, namespace, tmp_path):
+    """What `make run` does: a CatalogSource on the checkout's own repository (file://)."""
+    cluster = sync_operator.cluster
+    need_git()
+    work = make_catalog(init_repo(tmp_path / "checkout"), ["plants", "seeds"], deploy=("plants",))
+    first = commit_all(work, "catalog")
+    source = source_manifest("local", work.as_uri(), interval="10s")
+    del source["spec"]["webhook"]
+    kapply(cluster, namespace, source)
+    wait_attempted(cluster, namespace, "local", first, "Succeeded")
+    write_index(work, ["plants", "seeds"], deploy=("plants", "seeds"))
+    (work / "catalog/plants/README.md").write_text("# uncommitted edits are not deployed\n")
+    git(work, "add", "modules.yml")
+    git(work, "commit", "-q", "-m", "deploy seeds")
+    second = git(work, "rev-parse", "HEAD")
+    cs = wait_attempted(cluster, namespace, "local", second, "Succeeded")  # by the poll alone
+    assert sorted(cs["status"]["inventory"]) == ["plants", "seeds"]
