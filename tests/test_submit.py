@@ -203,6 +203,12 @@ def test_token_sources_and_refusals(world, capsys, monkeypatch, tmp_path):
     _, err = capsys.readouterr()
     assert "is inside the repository and not ignored by git" in err
     (world.work / ".gitignore").write_text("token.txt\n")
+    empty = tmp_path / "empty-token"
+    empty.write_text("\n")
+    assert submit(world, MODULE, "--token-file", str(empty)) == 2
+    assert "must hold the token alone on one line" in capsys.readouterr().err
+    assert submit(world, MODULE, "--token-file", str(tmp_path / "missing")) == 2
+    assert "does not exist" in capsys.readouterr().err
     outside = tmp_path / "token"
     outside.write_text(AUTHOR_TOKEN + "\n")
     assert submit(world, MODULE, "--token-file", str(outside)) == 0
@@ -263,6 +269,18 @@ def test_github_errors_are_one_clear_line_each(world, capsys, monkeypatch):
         "GitHub rejected the request (422 Validation Failed: PullRequest base invalid) while "
         "opening the pull request in deepmarket/catalog" in error_line(capsys)
     )
+
+    standin.fail_next(
+        "POST",
+        r"/git/blobs$",
+        429,
+        {"message": "You have exceeded a secondary rate limit.", "documentation_url": "x"},
+        {"Retry-After": "60"},
+    )
+    assert submit(world, MODULE) == 1
+    line = error_line(capsys)
+    assert "GitHub's secondary rate limit is used up while uploading catalog/leaf-spotter/" in line
+    assert "wait 60 s (GitHub's Retry-After)" in line
 
     reset = int(time.time()) + 1800
     standin.add_user("bob", "ghp_bob", rate_limit=3).reset = reset
