@@ -143,7 +143,12 @@ def test_unknown_module_is_a_spec_problem_not_a_crash(catalog):
 
 
 def test_weights_from_training_run_add_an_init_container():
-    runs = {"t1": {"spec": {"data": {"output": {"url": "https://dav/x", "secretRef": "cred"}}}}}
+    runs = {
+        "t1": {
+            "spec": {"data": {"output": {"url": "https://dav", "secretRef": "cred"}}},
+            "status": {"phase": "Succeeded", "output": {"url": "https://dav/x/"}},
+        }
+    }
     spec = {"image": "a/b:1", "weights": {"trainingRun": "t1"}}
     rt = resolve(spec, None, training_runs=runs)
     pod = pod_template("m", rt, OPTS)["spec"]

@@ -149,7 +149,13 @@ def test_audit_policy_logs_only_writes_at_metadata_level():
 
 def test_kwok_stages_cover_node_ready_pod_running_job_success_and_delete():
     names = [s["metadata"]["name"] for s in config.kwok_stages()]
-    assert names == ["node-ready", "pod-running", "pod-job-succeeded", "pod-delete"]
+    assert names == [
+        "node-ready",
+        "pod-running",
+        "pod-job-succeeded",
+        "pod-job-failed",
+        "pod-delete",
+    ]
 
 
 _NEEDS_CLUSTER = """

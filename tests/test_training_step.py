@@ -251,3 +251,61 @@ def test_train_argv_substitutes_dirs_and_refuses_odd_names() -> None:
     assert argv == ["--data_dir", "/srv/data/x", "--flag", "true", "--layers", "[1, 2]"]
     with pytest.raises(step.StepFailed):
         step.train_argv({"a b": 1}, {})
+
+
+def test_trained_weights_served_by_a_deepmodule_predict_differently(
+    dav: WebDav, tmp_path: Path
+) -> None:
+    """Train on data where every 7 is labelled 1, upload, fetch the run's output folder with
+    the DeepModule builder's own init-container command, serve it: the held-out seven that
+    the stock weights call 7 is now called 1."""
+    require_deepaas()
+    from deepaas_servers import SEVEN, running_many
+
+    from deepmarket.controller.deepmodule.builders import pod_template
+    from deepmarket.controller.deepmodule.resolve import resolve as resolve_dm
+    from deepmarket.controller.options import Options
+    from deepmarket.modules import http
+
+    digits_data(dav.root / "datasets" / "digits", per_class=12, sevens_as=1)
+    env = step_env(dav, tmp_path)
+    code, outcome, logs = run_step(env, tmp_path)
+    assert code == 0, logs
+    # The TrainingRun as the operator records it, and the DeepModule `promote` creates.
+    run = {
+        "spec": {"data": {"output": {"url": dav.url("models"), "secretRef": "webdav"}}},
+        "status": {"phase": "Succeeded", "output": outcome["output"]},
+    }
+    rt = resolve_dm(
+        {"image": "x/digits:1", "weights": {"trainingRun": "run-1"}},
+        None,
+        training_runs={"run-1": run},
+    )
+    init = pod_template("digits", rt, Options())["spec"]["initContainers"][0]
+    served = tmp_path / "served-weights"
+    secret = {"RCLONE_WEBDAV_USER": USER, "RCLONE_WEBDAV_PASS": obscure(PASSWORD)}
+    args = [str(served) if a == "/weights" else a for a in init["args"]]
+    init_env = {e["name"]: e["value"] for e in init.get("env", [])}
+    fetched = subprocess.run(
+        ["rclone", *args], env={**os.environ, **init_env, **secret},
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert fetched.returncode == 0, fetched.stderr
+    assert (served / "weights.json").exists() and (served / "SHA256SUMS").exists()
+    specs = {
+        "stock": ("digits", tmp_path / "stock.log", {"DIGITS_MODEL_DIR": str(tmp_path / "stock")}),
+        "trained": ("digits", tmp_path / "trained.log", {"DIGITS_MODEL_DIR": str(served)}),
+    }
+    labels = {}
+    with running_many(specs) as servers:
+        for key, server in servers.items():
+            body, kind = http.multipart({}, {"data": SEVEN})
+            answer = http.request(
+                "POST",
+                server.url + "/v2/models/digits/predict/",
+                body=body,
+                headers={"Content-Type": kind, "Accept": "application/json"},
+            )
+            assert answer.status == 200, answer.text()
+            labels[key] = answer.json()["label"]
+    assert labels == {"stock": 7, "trained": 1}

@@ -52,7 +52,7 @@ def trainingrun_manifest(module: Module, *, namespace: str | None = None) -> dic
     resources = _k8s_resources(module.resources("training"))
     if resources:
         spec["resources"] = resources
-    spec["args"] = {}
+    spec["args"] = train_defaults(module)
     spec["data"] = {
         "input": {
             "url": "https://nextcloud.example.org/remote.php/dav/files/USER/datasets/" + module.id,
@@ -64,3 +64,33 @@ def trainingrun_manifest(module: Module, *, namespace: str | None = None) -> dic
         },
     }
     return {"apiVersion": API, "kind": "TrainingRun", "metadata": metadata, "spec": spec}
+
+
+DATA_URL = "https://nextcloud.example.org/remote.php/dav/files/USER/datasets/"
+MODELS_URL = "https://nextcloud.example.org/remote.php/dav/files/USER/models"
+
+
+def train_defaults(module: Module) -> dict[str, Any]:
+    """The declared training args that have a default (what the marketplace pre-fills)."""
+    return {
+        name: arg["default"]
+        for name, arg in module.train_args.items()
+        if isinstance(arg, dict) and "default" in arg
+    }
+
+
+def train_command(module: Module) -> str:
+    """The `deepmarket train` command a scientist copies from the module's page."""
+    if not module.trainable:
+        raise ValueError(f"module {module.id!r} does not support training (runtime.train)")
+    parts = [f"deepmarket train {module.id}", f"--data {DATA_URL}{module.id}",
+             f"--output {MODELS_URL}"]  # fmt: skip
+    for name, value in train_defaults(module).items():
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+        parts.append(f"--arg '{name}={text}'" if "$" in text or " " in text else
+                     f"--arg {name}={text}")  # fmt: skip
+    gpu = module.resources("training").get("gpu")
+    if gpu:
+        parts.append(f"--gpus {int(gpu)}")
+    parts.append("--follow")
+    return " \\\n    ".join(parts)

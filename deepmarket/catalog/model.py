@@ -70,6 +70,16 @@ class Module:
         return bool(self.data.get("runtime", {}).get("train", False))
 
     @property
+    def train_args(self) -> dict[str, dict[str, Any]]:
+        """runtime.training.args: the training arguments the module declares (may be empty)."""
+        return dict(self.data.get("runtime", {}).get("training", {}).get("args", {}))
+
+    @property
+    def train_data(self) -> str:
+        """runtime.training.data: the layout its training data folder must have (Markdown)."""
+        return str(self.data.get("runtime", {}).get("training", {}).get("data", ""))
+
+    @property
     def inference(self) -> bool:
         return "inference" in self.categories
 

@@ -17,6 +17,7 @@ from deepmarket.cli import (
     site_cmds,
     submit_cmds,
     sync_cmds,
+    training_cmds,
 )
 from deepmarket.errors import UserError
 
@@ -29,6 +30,7 @@ SURFACES = (
     demo_cmds,
     submit_cmds,
     sync_cmds,
+    training_cmds,
 )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+from dataclasses import replace
 from pathlib import Path
 
 
@@ -62,6 +63,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         tolerations = tuple(_toleration(t) for t in args.toleration)
     except ValueError as err:
         raise UsageError(f"--toleration: {err}") from None
+    progress_url = (args.progress_url or "").rstrip("/") or None
+    if progress_url and not progress_url.startswith(("http://", "https://")):
+        raise UsageError(f"--progress-url {progress_url}: give an http(s) URL")
+    if progress_url and not args.progress_listen:
+        raise UsageError("--progress-url needs --progress-listen (where this operator serves it)")
     options = Options(
         catalog=args.catalog,
         ingress_base=args.ingress_base,
@@ -69,7 +75,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         tolerations=tolerations,
         git_cache=args.git_cache,
         git_max_bytes=args.git_max_mb * 1024 * 1024,
+        progress_listen=args.progress_listen,
+        progress_url=progress_url,
     )
+    if args.training_tools_image:
+        options = replace(options, training_tools_image=args.training_tools_image)
     run(
         RunConfig(
             options=options,
@@ -142,4 +152,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--git-max-mb", type=int, default=256, metavar="MIB",
                    help="largest fetch one CatalogSource may make (default 256)")  # fmt: skip
     p.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    # TrainingRun: the image whose init container brings step.py and rclone into the pod, and
+    # the progress endpoint pods report to (README: Training).
+    p.add_argument("--training-tools-image", metavar="IMAGE",
+                   help="image with deepmarket and rclone for TrainingRun pods "
+                   "(default: the operator's own image)")  # fmt: skip
+    p.add_argument("--progress-listen", metavar="HOST:PORT",
+                   help="serve the TrainingRun progress endpoint at HOST:PORT")  # fmt: skip
+    p.add_argument("--progress-url", metavar="URL",
+                   help="the URL pods reach that endpoint at, e.g. "
+                   "http://deepmarket-operator.deepmarket-system.svc:8081/progress")  # fmt: skip
     p.set_defaults(func=cmd_run)

@@ -31,6 +31,7 @@ PLURALS = {
     ("v1", "Event"): "events",
     ("v1", "Secret"): "secrets",
     (DEEPMODULE_API, "CatalogSource"): "catalogsources",
+    ("batch/v1", "Job"): "jobs",  # TrainingRun
 }
 
 TRANSIENT_STATUS = {408, 409, 429, 500, 502, 503, 504}

@@ -19,3 +19,8 @@ class Options:
     # cache directory), and the most one fetch may bring.
     git_cache: Path | None = None
     git_max_bytes: int = 256 * 1024 * 1024
+    # TrainingRun: the image that brings step.py and rclone into training pods, the address the
+    # progress endpoint listens on, and the URL pods reach it at (README: Training).
+    training_tools_image: str = "ghcr.io/deepmarket/operator:0.1.0"
+    progress_listen: str | None = None  # e.g. 0.0.0.0:8081
+    progress_url: str | None = None  # e.g. http://<operator service>:8081/progress

@@ -38,6 +38,7 @@ from deepmarket.catalog.model import Catalog
 from deepmarket.controller import DEEPMODULE_API
 from deepmarket.controller import deepmodule as deepmodule_resource
 from deepmarket.controller import sync as sync_resource
+from deepmarket.controller import training as training_resource
 from deepmarket.controller.context import OperatorContext, ResourceSetup
 from deepmarket.controller.kube import ApiError, Kube, connection_info, make_api_client
 from deepmarket.controller.options import Options
@@ -58,7 +59,11 @@ KNATIVE_API = "serving.knative.dev/v1"
 OPTIONAL_APIS = (KNATIVE_API,)
 
 # The resources this operator runs, each a `setup(ctx)`; TrainingRun and sync append theirs.
-RESOURCES: tuple[ResourceSetup, ...] = (deepmodule_resource.setup, sync_resource.setup)
+RESOURCES: tuple[ResourceSetup, ...] = (
+    deepmodule_resource.setup,
+    sync_resource.setup,
+    training_resource.setup,
+)
 
 
 @dataclass(frozen=True)

@@ -323,6 +323,31 @@ phase: Succeeded
 """  # noqa: E501
 
 
+# A test can make a Job pod fail (or keep running) instead of succeeding: label it
+# `deepmarket.dev/kwok-outcome: Failed` (with annotations for the exit code and termination
+# message) or `Running`. TrainingRun tests use it through spec.podTemplate.
+OUTCOME_LABEL = "deepmarket.dev/kwok-outcome"
+_OUTCOME = f'.metadata.labels["{OUTCOME_LABEL}"]'
+
+_POD_FAILED = """\
+{{ $now := Now }}
+conditions:
+- {type: Ready, status: "False", reason: PodFailed, lastTransitionTime: {{ $now | Quote }}}
+containerStatuses:
+{{ range .spec.containers }}
+- name: {{ .name | Quote }}
+  image: {{ .image | Quote }}
+  ready: false
+  started: false
+  restartCount: 0
+  state: {terminated: {exitCode: {{ index $.metadata.annotations "deepmarket.dev/kwok-exit-code" }},
+          reason: Error, message: {{ index $.metadata.annotations "deepmarket.dev/kwok-message" | Quote }},
+          startedAt: {{ $now | Quote }}, finishedAt: {{ $now | Quote }}}}
+{{ end }}
+phase: Failed
+"""  # noqa: E501
+
+
 def _stage(name: str, kind: str, expressions: list[dict], nxt: dict) -> dict:
     return {
         "apiVersion": "kwok.x-k8s.io/v1alpha1",
@@ -363,8 +388,15 @@ def kwok_stages() -> list[dict]:
                 alive,
                 _expr(".status.phase", "In", "Running"),
                 _expr(".metadata.ownerReferences.[].kind", "In", "Job"),
+                _expr(_OUTCOME, "DoesNotExist"),
             ],
             {"statusTemplate": _POD_SUCCEEDED},
+        ),
+        _stage(
+            "pod-job-failed",
+            "Pod",
+            [alive, _expr(".status.phase", "In", "Running"), _expr(_OUTCOME, "In", "Failed")],
+            {"statusTemplate": _POD_FAILED},
         ),
         _stage(
             "pod-delete",

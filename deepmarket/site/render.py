@@ -22,7 +22,7 @@ import markdown
 import nh3
 import yaml
 
-from deepmarket.catalog.manifests import deepmodule_manifest, trainingrun_manifest
+from deepmarket.catalog.manifests import deepmodule_manifest, train_command, trainingrun_manifest
 from deepmarket.catalog.model import Module
 
 # Placeholders left in the generated Markdown and replaced by HTML after Markdown has run,
@@ -374,9 +374,7 @@ def page_markdown(module: Module) -> str:
     if module.trainable:
         parts += [
             "## Train on your data" + NOT_SEARCHED,
-            "Put your data in WebDAV/Nextcloud, store its credentials in the "
-            "`webdav-credentials` Secret, edit the URLs and apply this `TrainingRun`.\n",
-            _fence("yaml", _yaml(trainingrun_manifest(module)), "trainingrun.yaml"),
+            *_train_parts(module),
         ]
     port = module.port
     parts += [
@@ -391,6 +389,37 @@ def page_markdown(module: Module) -> str:
         SLOT.format("details"),
     ]
     return "\n".join(parts)
+
+
+def _train_parts(module: Module) -> list[str]:
+    """How to train: the data layout, the `deepmarket train` command, the manifest."""
+    parts = []
+    if module.train_data:
+        parts += ["**Your data.** Put a folder in WebDAV/Nextcloud laid out like this:\n",
+                  esc(module.train_data.strip()) + "\n"]  # fmt: skip
+    parts += [
+        "**Train it** with your Nextcloud user and an app password in "
+        "`DEEPMARKET_WEBDAV_USER` / `DEEPMARKET_WEBDAV_PASSWORD` (or give an rclone remote, "
+        "`--data myremote:datasets/x`); the model lands in `<output>/<run name>/` with "
+        "`SHA256SUMS`, and `deepmarket promote <run name>` serves it:\n",
+        _fence("bash", train_command(module)),
+        "Or apply this `TrainingRun`, with the credentials in the `webdav-credentials` Secret "
+        "(keys `RCLONE_WEBDAV_USER`, `RCLONE_WEBDAV_PASS` from `rclone obscure`):\n",
+        _fence("yaml", _yaml(trainingrun_manifest(module)), "trainingrun.yaml"),
+    ]
+    if module.train_args:
+
+        def cell(value: object) -> str:
+            return esc(str(value)).replace("|", "\\|").replace("\n", " ")
+
+        rows = "".join(
+            f"| `{cell(name)}` | {cell(arg.get('type', ''))} | {cell(arg.get('default', ''))} "
+            f"| {cell(arg.get('description', ''))} |\n"
+            for name, arg in module.train_args.items()
+        )
+        parts.append("| argument | type | default | what it does |\n| --- | --- | --- | --- |\n"
+                     + rows)  # fmt: skip
+    return parts
 
 
 def _links_html(module: Module) -> str:

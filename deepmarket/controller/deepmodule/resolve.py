@@ -118,12 +118,21 @@ def _weights(
             f"spec.weights.trainingRun: TrainingRun {run_name!r} does not exist in this namespace",
         )
     output = run.get("spec", {}).get("data", {}).get("output", {})
-    if not output.get("url"):
+    status = run.get("status") or {}
+    # The model is in <output>/<run name>/ once the run Succeeded (status.output.url says so).
+    url = (status.get("output") or {}).get("url")
+    if status.get("phase") != "Succeeded" or not url:
         raise SpecProblem(
-            "WeightsNotFound",
-            f"spec.weights.trainingRun: TrainingRun {run_name!r} has no spec.data.output.url",
+            "WeightsNotReady",
+            f"spec.weights.trainingRun: TrainingRun {run_name!r} is "
+            f"{status.get('phase') or 'Pending'}, not Succeeded; serve it once it succeeds",
         )
-    return Weights(str(output["url"]), w.get("secretRef") or output.get("secretRef"), mount)
+    secret = (
+        w.get("secretRef")
+        or output.get("secretRef")
+        or (run.get("spec", {}).get("data", {}).get("input", {}).get("secretRef"))
+    )
+    return Weights(str(url).rstrip("/"), secret, mount)
 
 
 def resolve(
