@@ -69,6 +69,7 @@ resources:
 runtime:
   image: ghcr.io/example/{id}:1.0.0
   model: {id}
+  train: false
 """
 
 
@@ -293,8 +294,16 @@ def cluster_run(args, tmp: Path) -> dict:
         mark = cluster.audit_mark()
         t0 = time.monotonic()
         cluster.kubectl("apply", "-f", "-", input=json.dumps(source))
-        cluster.wait_for(lambda: status_of(cluster).get("modules") == n, "full sync",
-                         timeout=args.timeout)  # fmt: skip
+
+        def synced() -> bool:
+            st = status_of(cluster)
+            reason = next((c["reason"] for c in st.get("conditions", [])
+                           if c["type"] == "Ready"), None)  # fmt: skip
+            if reason not in (None, "Succeeded", "Progressing"):
+                raise SystemExit(f"the sync failed: {st['conditions'][0]['message'][:500]}")
+            return st.get("modules") == n
+
+        cluster.wait_for(synced, "full sync", timeout=args.timeout)
         out["full_sync"] = time.monotonic() - t0
         cluster.wait_for(lambda: all(i in deploys.seen and i in services.seen for i in ids),
                          "all children", timeout=args.timeout)  # fmt: skip

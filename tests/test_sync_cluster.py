@@ -467,3 +467,72 @@ def test_a_commit_in_a_local_checkout_is_deployed_by_polling(sync_operator, name
     second = git(work, "rev-parse", "HEAD")
     cs = wait_attempted(cluster, namespace, "local", second, "Succeeded")  # by the poll alone
     assert sorted(cs["status"]["inventory"]) == ["plants", "seeds"]
+
+
+def test_a_users_deepmodule_of_the_same_name_is_left_alone(
+    sync_operator, git_server, namespace, tmp_path
+):
+    cluster = sync_operator.cluster
+    repo = Catalog(git_server, tmp_path, "conflict")
+    write_index(repo.work, ["plants", "seeds"], deploy=("plants", "seeds"))
+    good = repo.commit("deploy both")
+    hook_secret(cluster, namespace)
+    users = {
+        "apiVersion": "deepmarket.dev/v1alpha1",
+        "kind": "DeepModule",
+        "metadata": {"name": "seeds"},
+        "spec": {"image": "ghcr.io/example/users-seeds:2.0.0"},
+    }
+    kapply(cluster, namespace, users, source_manifest("main", repo.url))
+    cs = wait_attempted(cluster, namespace, "main", good, "Conflict")
+    assert "seeds" in ready(cs)["message"] and cs["status"]["inventory"] == ["plants"]
+    seeds = deepmodules(cluster, namespace)["seeds"]
+    assert seeds["spec"] == {"image": "ghcr.io/example/users-seeds:2.0.0"}
+    assert not seeds["metadata"].get("ownerReferences")
+    assert "deepmarket.dev/catalog-source" not in (seeds["metadata"].get("labels") or {})
+
+
+def test_a_restarted_operator_resolves_from_the_last_good_revision(
+    sync_operator, git_server, namespace, tmp_path
+):
+    """In a cluster there is no local directory: after a restart, while the branch's tip is
+    broken, the DeepModules keep resolving from the last applied revision's catalog."""
+    cluster = sync_operator.cluster
+    repo = Catalog(git_server, tmp_path, "restart")
+    good = push(repo.work, repo.bare)
+    hook_secret(cluster, namespace)
+    kapply(cluster, namespace, source_manifest("main", repo.url))
+    wait_attempted(cluster, namespace, "main", good, "Succeeded")
+    image = "deephdc/deep-oc-plants-classification-tf:1.2.0"
+
+    def plants_ready() -> bool:
+        status = deepmodules(cluster, namespace)["plants"].get("status") or {}
+        conds = {c["type"]: c for c in status.get("conditions", [])}
+        return status.get("image") == image and conds.get("Ready", {}).get("status") == "True"
+
+    cluster.wait_for(plants_ready, "plants Ready", timeout=90)
+    write_module(repo.work, "plants", module_text(id="plants", license="'mit'"))
+    broken = repo.commit("broken")
+    assert sync_now(cluster, namespace, "main") == 1
+    wait_attempted(cluster, namespace, "main", broken, "InvalidCatalog")
+    before = deepmodules(cluster, namespace)["plants"]["status"]
+    sync_operator.stop()
+    shutil.rmtree(sync_operator.workdir / "git", ignore_errors=True)  # a new pod: no mirror
+    sync_operator.start()
+    assert sync_now(cluster, namespace, "main") == 1  # still broken, still kept
+    cluster.wait_for(plants_ready, "plants still Ready from the last good revision", timeout=60)
+    after = deepmodules(cluster, namespace)["plants"]["status"]
+    ready_of = {c["type"]: c for c in after["conditions"]}["Ready"]
+    was = {c["type"]: c for c in before["conditions"]}["Ready"]
+    assert ready_of["lastTransitionTime"] == was["lastTransitionTime"]
+    assert "CatalogUnavailable" not in sync_operator.tail(200)
+    # The catalog really is there (not merely waited for): a deleted child comes back, built
+    # from the last good revision's image.
+    cluster.kubectl("delete", "deployment", "plants", "-n", namespace, "--wait=true")
+
+    def recreated() -> bool:
+        path = f"/apis/apps/v1/namespaces/{namespace}/deployments/plants"
+        status, dep = cluster.request("GET", path)
+        return status == 200 and dep["spec"]["template"]["spec"]["containers"][0]["image"] == image
+
+    cluster.wait_for(recreated, "plants' Deployment rebuilt from the last good revision", 90)
