@@ -10,6 +10,8 @@ command -v shellcheck >/dev/null 2>&1 || need+=(shellcheck)  # actionlint checks
 command -v java >/dev/null 2>&1 || need+=(default-jre-headless)
 command -v mvn >/dev/null 2>&1 || need+=(maven)
 command -v npm >/dev/null 2>&1 || need+=(nodejs npm)
+# The catalog sync's tests serve real repositories with git's own CGI, git http-backend.
+[ -x /usr/lib/git-core/git-http-backend ] || need+=(git)
 [ ${#need[@]} -eq 0 ] && exit 0
 echo "installing Debian packages: ${need[*]}" >&2
 sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
