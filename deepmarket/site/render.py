@@ -275,24 +275,12 @@ def facets(modules: Iterable[Module]) -> list[Facet]:
     return [f for f in out if f.counts]
 
 
-# Runs inline, right after the controls and before the cards are parsed, so nothing that was
-# painted moves afterwards (CLS 0): it folds the filter groups on phones, restores the filters
-# of a shared link, and hides the grid until market.js has applied them.
-EARLY_SCRIPT = (
-    "(function(m){var f=m.querySelector('.dm-controls'),q=new URLSearchParams(location.search);"
-    "if(matchMedia('(max-width: 44.9375em)').matches)"
-    "f.querySelectorAll('details').forEach(function(d){d.open=false});"
-    "f.querySelectorAll('input[type=checkbox]').forEach(function(i){"
-    "if(q.getAll(i.name).indexOf(i.value)>=0){i.checked=true;i.closest('details').open=true}});"
-    "if(q.has('text')||q.has('sort')||f.querySelector('input:checked'))m.classList.add('dm-pending')"
-    "})(document.currentScript.parentNode);"
-)
-
-
 def marketplace_html(cards: list[str], facet_list: list[Facet]) -> str:
     """The home page's browser: controls (hidden without JavaScript) above the card grid.
 
-    Ids are unique per page (`dm-f-<facet>-<n>`) so labels, counts and tests can point at them.
+    Every facet is a fieldset of checkboxes, always shown, in a box of fixed height (one
+    scrolling row on phones, at most two wrapped rows otherwise): nothing opens, folds or
+    grows while the page loads or when a shared link's filters are restored (CLS 0).
     """
     groups = []
     for facet in facet_list:
@@ -303,10 +291,9 @@ def marketplace_html(cards: list[str], facet_list: list[Facet]) -> str:
             f' <span class="dm-chip__n">{n}</span></span></label>'
             for v, n in facet.counts
         )
-        is_open = " open" if facet.key in ("category", "library", "task") else ""
         groups.append(
-            f'<details class="dm-facet" data-facet="{esc(facet.key)}"{is_open}>'
-            f'<summary>{esc(facet.label)}</summary><div class="dm-chips">{chips}</div></details>'
+            f'<fieldset class="dm-facet" data-facet="{esc(facet.key)}">'
+            f'<legend>{esc(facet.label)}</legend><div class="dm-chips">{chips}</div></fieldset>'
         )
     n = len(cards)
     return (
@@ -321,7 +308,6 @@ def marketplace_html(cards: list[str], facet_list: list[Facet]) -> str:
         '<option value="updated">Recently updated</option></select></label>'
         '<button type="button" class="dm-clear">Clear</button></div>'
         f'<div class="dm-facets">{"".join(groups)}</div></form>'
-        f"<script>{EARLY_SCRIPT}</script>"
         f'<p class="dm-count" aria-live="polite"><span class="dm-count__n">{n}</span> '
         f'<span class="dm-count__of" hidden>of {n}</span> modules</p>'
         f'<ul class="dm-grid">{"".join(cards)}</ul>'

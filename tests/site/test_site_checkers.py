@@ -65,7 +65,7 @@ def test_axe_finds_no_serious_violation(browser, site_url, generated_site, schem
             if path.startswith("?q="):
                 page.wait_for_selector(".md-search-result__item")
             elif path.startswith("?"):
-                page.wait_for_selector(".dm-market:not(.dm-pending)")
+                page.wait_for_selector("html:not(.dm-pending)", state="attached")
             scheme_now = page.get_attribute("body", "data-md-color-scheme")
             assert scheme_now == ("slate" if scheme == "dark" else "default")
             for violation in axe_run(page, source):

@@ -56,7 +56,7 @@ def test_no_layout_shift_while_the_home_page_loads(browser, big_site, query, vie
         page = context.new_page()
         assert page.evaluate("PerformanceObserver.supportedEntryTypes.includes('layout-shift')")
         page.goto(url + query, wait_until="load")
-        page.wait_for_selector(".dm-market:not(.dm-pending)")
+        page.wait_for_selector("html:not(.dm-pending)", state="attached")
         # Let icons and late frames land, then read every shift since navigation started.
         page.evaluate("() => new Promise(r => requestAnimationFrame(() => setTimeout(r, 300)))")
         shifts = page.evaluate("window.__shifts")

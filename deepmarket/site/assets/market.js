@@ -54,7 +54,6 @@
         const values = new Set(params.getAll(key));
         form.querySelectorAll(`input[name="${key}"]`).forEach((i) => {
           i.checked = values.has(i.value);
-          if (i.checked) i.closest("details").open = true;
         });
       }
     }
@@ -132,7 +131,7 @@
       of.hidden = shown === cards.length;
       empty.hidden = shown !== 0;
       writeUrl(s);
-      root.classList.remove("dm-pending");
+      document.documentElement.classList.remove("dm-pending");
     }
 
     form.addEventListener("submit", (event) => event.preventDefault());
