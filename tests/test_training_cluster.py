@@ -513,3 +513,70 @@ def test_cli_train_follow_and_promote(operator, namespace):
     init = deploy["spec"]["template"]["spec"]["initContainers"][0]
     assert {"name": "RCLONE_WEBDAV_URL", "value": f"{DAV}/models/cli-run"} in init["env"]
     assert init["envFrom"] == [{"secretRef": {"name": "cli-run-webdav"}}]
+
+
+def test_the_real_step_program_reports_progress_to_the_operator(operator, namespace, tmp_path):
+    """step.py run as the pod would run it, with the Job's own environment (progress URL and
+    token): a module's progress file reaches the TrainingRun's status through the endpoint."""
+    import subprocess
+    import sys
+
+    from webdav_server import PASSWORD, USER, obscure, require_tools, webdav
+
+    from deepmarket.controller.training import step
+
+    require_tools()
+    cluster = operator.cluster
+    apply(cluster, namespace, secret(), run("live", outcome="Running"))
+    wait_phase(cluster, namespace, "live", "Running")
+    (job,) = jobs(cluster, namespace)
+    env = {k: e["value"] for k, e in job_env(job).items() if "value" in e}
+    weights = tmp_path / "weights"
+    fake = tmp_path / "fake-cli"
+    fake.write_text(
+        "#!/bin/sh\n"
+        'echo \'{"percent": 60, "epoch": 3, "epochs": 5, "etaSeconds": 20, '
+        '"metrics": {"val_accuracy": 0.91}}\' > "$DEEPMARKET_PROGRESS_FILE"\n'
+        "sleep 4\n"
+        f"mkdir -p {weights}; echo w > {weights}/model.bin\n"
+        'while [ $# -gt 0 ]; do [ "$1" = "--deepaas_method_output" ] && out="$2"; shift; done\n'
+        'echo \'{"status": "done", "result": {"output": {"accuracy": 0.9}}}\' > "$out"\n'
+    )
+    fake.chmod(0o755)
+    with webdav(tmp_path / "dav") as dav:
+        (dav.root / "digits" / "1").mkdir(parents=True)
+        (dav.root / "digits" / "1" / "a.png").write_bytes(b"png")
+        env.update({
+            "PATH": __import__("os").environ["PATH"],
+            "RCLONE_CONFIG_IN_URL": dav.url("digits"), "DEEPMARKET_INPUT_URL": dav.url("digits"),
+            "RCLONE_CONFIG_OUT_URL": dav.url("models"), "DEEPMARKET_OUTPUT_URL": dav.url("models"),
+            "RCLONE_CONFIG_IN_USER": USER, "RCLONE_CONFIG_OUT_USER": USER,
+            "RCLONE_CONFIG_IN_PASS": obscure(PASSWORD), "RCLONE_CONFIG_OUT_PASS": obscure(PASSWORD),
+            "DEEPMARKET_DATA_DIR": str(tmp_path / "data"), "DEEPMARKET_MODEL_DIR": str(weights),
+            "DEEPMARKET_RCLONE": "rclone", "DEEPMARKET_DEEPAAS_CLI": str(fake),
+            "DEEPMARKET_TERMINATION_LOG": str(tmp_path / "termination-log"),
+        })  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-I", "-S", step.__file__],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+        def shows() -> bool:
+            st = (tr(cluster, namespace, "live") or {}).get("status") or {}
+            return (st.get("progress") or {}).get("epoch") == 3
+
+        try:
+            cluster.wait_for(shows, "the step's progress in status", timeout=60)
+        finally:
+            out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 0, out
+    st = tr(cluster, namespace, "live")["status"]
+    assert st["metrics"]["val_accuracy"] == 0.91 and st["progress"]["step"] in (
+        "Training",
+        "Uploading",
+        "Succeeded",
+    )
+    assert "unreachable" not in out  # every report was taken
