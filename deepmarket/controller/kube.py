@@ -34,6 +34,7 @@ PLURALS = {
     ("batch/v1", "Job"): "jobs",  # TrainingRun
 }
 
+PARTIAL_METADATA = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 TRANSIENT_STATUS = {408, 409, 429, 500, 502, 503, 504}
 
 
@@ -138,12 +139,13 @@ class Kube:
         body: Any = None,
         query: list[tuple[str, str]] | None = None,
         content_type: str = "application/json",
+        accept: str = "application/json",
     ) -> dict[str, Any]:
         if method != "GET" and self.may_write is not None and not self.may_write():
             raise ApiError(
                 0, "not writing: this replica is no longer sure to hold the leader lease"
             )
-        headers = {"Accept": "application/json", "Content-Type": content_type}
+        headers = {"Accept": accept, "Content-Type": content_type}
         method, url, headers, body, _ = self.api.param_serialize(
             method, path, query_params=query or [], header_params=headers, body=body,
             auth_settings=["BearerToken"],
@@ -164,6 +166,23 @@ class Kube:
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         try:
             return self.request("GET", object_path(api_version, kind, namespace, name))
+        except ApiError as err:
+            if err.status == 404:
+                return None
+            raise
+
+    def metadata(
+        self, api_version: str, kind: str, namespace: str, name: str
+    ) -> dict[str, Any] | None:
+        """An object's metadata only (PartialObjectMetadata), from the apiserver's watch cache
+        (resourceVersion=0): the cheapest way to learn whether a name is taken, and by whom."""
+        try:
+            return self.request(
+                "GET",
+                object_path(api_version, kind, namespace, name),
+                query=[("resourceVersion", "0")],
+                accept=PARTIAL_METADATA,
+            )
         except ApiError as err:
             if err.status == 404:
                 return None

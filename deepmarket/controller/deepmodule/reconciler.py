@@ -328,13 +328,15 @@ class Reconciler:
         missing = [kind_of(o) for o in plan.objects if not observed.get(kind_of(o))]
         meta = plan.objects[0]["metadata"] if plan.objects else {}
         futures = [
-            (kind, self.io.submit(self.kube.get, *kind, meta["namespace"], meta["name"]))
+            (kind, self.io.submit(self.kube.metadata, *kind, meta["namespace"], meta["name"]))
             for kind in missing
         ]
         for kind, future in futures:
             found = future.result()
             if found is not None:
-                out[kind] = trim(found)
+                # Metadata only: enough to tell whose it is. If it is ours after all (the watch
+                # lags), the missing spec makes the apply go ahead, which changes nothing.
+                out[kind] = {**trim(found), "apiVersion": kind[0], "kind": kind[1]}
         return out
 
     def _perform(
