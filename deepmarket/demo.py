@@ -26,6 +26,7 @@ from typing import Any
 
 from deepmarket import API_GROUP, API_VERSION
 from deepmarket.catalog.model import Catalog, Module
+from deepmarket.controller.tenancy import RESTRICTED_LABELS
 from deepmarket.errors import UserError
 
 Say = Callable[[str], None]
@@ -43,7 +44,9 @@ def deployed(catalog: Catalog) -> list[Module]:
 
 
 def namespace_manifest(namespace: str) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
+    """The demo's namespace, enforcing the restricted Pod Security Standard."""
+    meta = {"name": namespace, "labels": dict(RESTRICTED_LABELS)}
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": meta}
 
 
 def apply_list(modules: Sequence[Module], namespace: str) -> dict[str, Any]:

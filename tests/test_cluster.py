@@ -16,8 +16,18 @@ def _pod(name: str, *, gpus: int = 0, privileged: bool = False) -> dict:
     container: dict = {"name": "main", "image": "registry.invalid/busybox:1"}
     if gpus:
         container["resources"] = {"limits": {"nvidia.com/gpu": str(gpus)}}
-    if privileged:
-        container["securityContext"] = {"privileged": True}
+    # Test namespaces enforce the restricted Pod Security Standard: meet it unless told not to.
+    container["securityContext"] = (
+        {"privileged": True}
+        if privileged
+        else {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "runAsNonRoot": True,
+            "runAsUser": 1000,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        }
+    )
     return {
         "apiVersion": "v1",
         "kind": "Pod",

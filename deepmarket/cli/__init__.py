@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from deepmarket import __version__
 from deepmarket.cli import (
+    admin_cmds,
     catalog_cmds,
     controller_cmds,
     demo_cmds,
@@ -32,6 +33,7 @@ SURFACES = (
     sync_cmds,
     training_cmds,
 )
+SURFACES += (admin_cmds,)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,6 +7,7 @@ ECDSA P-256 keys: generated in microseconds, accepted by every component."""
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -183,3 +184,23 @@ def write_pki(directory: Path) -> Pki:
         if path.name.endswith(".key"):
             path.chmod(0o600)
     return pki
+
+
+def issue_user(pki: Pki, user: str, groups: tuple[str, ...] = ()) -> tuple[Path, Path]:
+    """A client certificate for a person: CN is the user name, each O a group (how the apiserver
+    reads x509 identities). Signed by the cluster's CA; returns (certificate, key) paths."""
+    ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), password=None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    ca_name = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes()).subject
+    attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, g) for g in groups]
+    attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, user))
+    key = _key()
+    cert = _cert(x509.Name(attrs), key, ca_name, ca_key, usage=[ExtendedKeyUsageOID.CLIENT_AUTH])
+    directory = pki.ca_cert.parent / "users"
+    directory.mkdir(exist_ok=True)
+    stem = re.sub(r"[^A-Za-z0-9_.-]", "_", user)
+    cert_path, key_path = directory / f"{stem}.crt", directory / f"{stem}.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(_pem_key(key))
+    key_path.chmod(0o600)
+    return cert_path, key_path

@@ -3,7 +3,8 @@
 - `cluster` (session): one ControlPlane for the whole run — etcd, kube-apiserver,
   controller-manager, scheduler, KWOK with 2 GPU nodes (8 x nvidia.com/gpu each) and 1 CPU
   node, and an audit log of write calls (`cluster.audit_mark()` / `cluster.audit_events()`).
-- `namespace` (function): a fresh namespace, ready for pods, deleted afterwards.
+- `namespace` (function): a fresh namespace, ready for pods, enforcing the restricted Pod
+  Security Standard, deleted afterwards.
 
 Tests using them get the `cluster` marker automatically. Without binaries and without Go the
 fixture skips with the reason (tests/conftest.py turns that into a failure under CI=true).
@@ -18,6 +19,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from deepmarket.controller.tenancy import RESTRICTED_LABELS
 from deepmarket.devcluster.binaries import Binaries, BinariesUnavailable, ensure_binaries
 from deepmarket.devcluster.config import cpu_nodes, gpu_nodes
 from deepmarket.devcluster.controlplane import ControlPlane
@@ -75,7 +77,11 @@ def namespace(cluster: ControlPlane, request: pytest.FixtureRequest) -> Iterator
     status, body = cluster.request(
         "POST",
         "/api/v1/namespaces",
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": name, "labels": dict(RESTRICTED_LABELS)},
+        },
     )
     assert status == 201, f"creating namespace {name}: {status} {body}"
     # Pods are refused until the service-account controller made "default" here.
