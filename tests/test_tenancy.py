@@ -185,3 +185,42 @@ def test_kustomization_installs_every_policy():
             for d in docs
             if d["kind"] == "ValidatingAdmissionPolicy"
         ), f"{path}: a policy that fails open protects nothing"
+
+
+def test_deepmodule_status_says_quota_exhausted_instead_of_failed_create():
+    from deepmarket.controller.deepmodule.builders import desired_children
+    from deepmarket.controller.deepmodule.resolve import resolve
+    from deepmarket.controller.deepmodule.status import derive_status
+    from deepmarket.controller.options import Options
+
+    dm = {
+        "metadata": {"name": "gpu-c", "namespace": "team-a", "uid": "u", "generation": 1},
+        "spec": {"image": "a/b:1", "resources": {"gpu": 1}},
+    }
+    failure = {"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate",
+               "message": REFUSAL}  # fmt: skip
+    dep = {
+        "metadata": {"generation": 1},
+        "spec": {"replicas": 1},
+        "status": {"observedGeneration": 1, "replicas": 0, "conditions": [failure]},
+    }
+    rt = resolve(dm["spec"], None)
+    plan = desired_children(dm, rt, Options(), knative=False)
+
+    def ready(users, message=REFUSAL):
+        failure["message"] = message
+        status = derive_status(dm, options=Options(), now="2026-01-01T00:00:00Z", runtime=rt,
+                               plan=plan, deployment=dep, gpu_users=users)  # fmt: skip
+        return {c["type"]: c for c in status["conditions"]}["Ready"]
+
+    got = ready({"DeepModule gpu-a": 1, "DeepModule gpu-b": 1})
+    assert got["status"] == "False" and got["reason"] == "QuotaExhausted"
+    assert got["message"].startswith(
+        "quota exhausted: 2 of 2 GPUs in use by DeepModule gpu-a (1), DeepModule gpu-b (1); "
+    )
+    # Another retry (another random pod name) gives the same status: no extra write.
+    assert ready(None)["message"] == ready(None, REFUSAL.replace("x2x9k", "q7w8e"))["message"]
+    # Other FailedCreate causes keep their own reason and message.
+    other = 'pods "x" is forbidden: error looking up service account team-a/runner'
+    kept = ready(None, other)
+    assert (kept["reason"], kept["message"]) == ("FailedCreate", other)

@@ -30,9 +30,15 @@ from deepmarket.controller.compare import (
 )
 from deepmarket.controller.deepmodule.builders import KNATIVE_API, Plan, desired_children
 from deepmarket.controller.deepmodule.resolve import Runtime, SpecProblem, resolve
-from deepmarket.controller.deepmodule.status import derive_status, failing_status, status_changed
+from deepmarket.controller.deepmodule.status import (
+    deployment_trouble,
+    derive_status,
+    failing_status,
+    status_changed,
+)
 from deepmarket.controller.kube import ApiError, EventRecorder, Kube
 from deepmarket.controller.options import Options
+from deepmarket.controller.tenancy import gpu_consumers, parse_quota_exceeded
 
 log = logging.getLogger("deepmarket.controller")
 
@@ -299,6 +305,7 @@ class Reconciler:
                 # The apiserver refused a child (e.g. a bad podTemplate): report, never crash-loop.
                 outcome.problem = SpecProblem("ApplyRejected", rejected.message)
                 plan = None
+        deployment = ours.get(("apps/v1", "Deployment"))
         status = derive_status(
             dm,
             options=self.options,
@@ -306,10 +313,11 @@ class Reconciler:
             runtime=runtime,
             plan=plan,
             problem=outcome.problem,
-            deployment=ours.get(("apps/v1", "Deployment")),
+            deployment=deployment,
             ksvc=ours.get((KNATIVE_API, "Service")),
             pods=pods,
             applied_generation=self.applied_generation.get((meta["namespace"], name)),
+            gpu_users=self._gpu_users(meta["namespace"], deployment),
         )
         if outcome.writes:
             self._event(dm, "Normal", "Applied", "; ".join(outcome.writes))
@@ -386,6 +394,22 @@ class Reconciler:
             self._announce(dm, status)
         except ApiError as err:
             log.warning("could not report the failure on %s: %s", dm["metadata"]["name"], err)
+
+    def _gpu_users(self, namespace: str, deployment: Mapping[str, Any] | None) -> Any:
+        """Who holds the namespace's GPUs, read only when a quota refusal is to be explained."""
+        trouble = deployment_trouble(deployment)
+        if trouble is None or parse_quota_exceeded(trouble.message) is None:
+            return None
+        try:
+            pods = self.kube.request(
+                "GET",
+                f"/api/v1/namespaces/{namespace}/pods",
+                query=[("fieldSelector", "status.phase!=Succeeded,status.phase!=Failed")],
+            )
+        except ApiError as err:  # the numbers alone still explain it
+            log.warning("could not list pods in %s for the quota message: %s", namespace, err)
+            return None
+        return gpu_consumers(pods.get("items") or [])
 
     def _training_runs(self, dm: Mapping[str, Any]) -> dict[str, Any]:
         run = ((dm.get("spec") or {}).get("weights") or {}).get("trainingRun")

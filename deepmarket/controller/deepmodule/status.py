@@ -17,6 +17,7 @@ from typing import Any
 from deepmarket.controller.deepmodule.builders import Plan, external_url, internal_url
 from deepmarket.controller.deepmodule.resolve import Runtime, SpecProblem
 from deepmarket.controller.options import Options
+from deepmarket.controller.tenancy import parse_quota_exceeded, quota_message
 
 # Container waiting reasons that will not fix themselves: they make the module Degraded.
 _STUCK_WAITING = {
@@ -124,6 +125,17 @@ def deployment_trouble(deployment: Mapping[str, Any] | None) -> Trouble | None:
     return None
 
 
+def explain_quota(
+    trouble: Trouble | None, namespace: str, gpu_users: Mapping[str, int] | None
+) -> Trouble | None:
+    """A ReplicaSet that may not create pods because the team's ResourceQuota is used up says
+    `exceeded quota: …, used: …` with a random pod name; say who holds the GPUs instead."""
+    exceeded = parse_quota_exceeded(trouble.message) if trouble else None
+    if exceeded is None:
+        return trouble
+    return Trouble("QuotaExhausted", quota_message(exceeded, namespace, gpu_users))
+
+
 @dataclass(frozen=True)
 class Rollout:
     wanted: int  # the Deployment's replica count now (the HPA's choice when autoscaled)
@@ -162,6 +174,7 @@ def _standard_conditions(
     deployment: Mapping[str, Any] | None,
     pods: list[Mapping[str, Any]],
     applied: int | None = None,
+    quota: tuple[str, Mapping[str, int] | None] = ("", None),
 ) -> tuple[list[dict[str, Any]], int, int, bool]:
     floor = max(1, rt.scaling.min)
     ro = rollout(deployment, floor, applied)
@@ -172,7 +185,9 @@ def _standard_conditions(
         # Pods pending while the minimum serves (a scale-up waiting for a new node) are the
         # cluster autoscaler's business, not a fault of the module.
         troubles = [t for t in troubles if t.reason != "Unschedulable"]
-    trouble = deployment_trouble(deployment) or (troubles[0] if troubles else None)
+    trouble = explain_quota(deployment_trouble(deployment), *quota) or (
+        troubles[0] if troubles else None
+    )
     counts = f"{ro.available} available, at least {min(floor, wanted)} wanted"
     conditions = []
     if trouble:
@@ -266,8 +281,10 @@ def derive_status(
     ksvc: Mapping[str, Any] | None = None,
     pods: Iterable[Mapping[str, Any]] = (),
     applied_generation: int | None = None,
+    gpu_users: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
-    """The whole `.status` a DeepModule should have now."""
+    """The whole `.status` a DeepModule should have now. `gpu_users` (who holds GPUs in the
+    namespace) names them when the team's quota keeps pods from being created."""
     meta = dm["metadata"]
     generation = int(meta.get("generation") or 0)
     previous = (dm.get("status") or {}).get("conditions") or []
@@ -293,7 +310,7 @@ def derive_status(
         status["url"] = f"{url}/" if url else internal_url(meta["name"], meta["namespace"], options)
     else:
         conditions, wanted, ready, rolled_out = _standard_conditions(
-            runtime, plan, deployment, pods, applied_generation
+            runtime, plan, deployment, pods, applied_generation, (meta["namespace"], gpu_users)
         )
         status["replicas"] = wanted
         status["readyReplicas"] = ready
