@@ -101,8 +101,9 @@ def label_namespace(cluster, ns: str, labels=None, annotations=None) -> None:
 
 
 def refused(status: int, body: dict) -> str:
+    """The policy's own message from a refusal (the apiserver prefixes what was denied)."""
     assert status in (403, 422), f"expected a refusal, got {status}: {body}"
-    return body["message"]
+    return body["message"].split(" denied request: ", 1)[-1]
 
 
 def policy_active(cluster, ns: str) -> bool:
@@ -214,7 +215,9 @@ def test_secret_references_need_the_right_to_read_them(team, installed):
 
 HOSTILE = {
     "privileged": (
-        template(containers=[{"name": "deepaas", "securityContext": {"privileged": True}}]),
+        # (privileged needs allowPrivilegeEscalation, which the operator sets to false)
+        template(containers=[{"name": "deepaas", "securityContext": {
+            "privileged": True, "allowPrivilegeEscalation": True}}]),
         "spec.podTemplate.spec.containers[deepaas].securityContext.privileged",
     ),
     "host-network": (template(hostNetwork=True), "spec.podTemplate.spec.hostNetwork"),
@@ -300,7 +303,10 @@ def test_operator_never_creates_a_privileged_pod_without_the_opt_in(operator, te
     cluster.wait_for(lambda: admin.admits(ns, podTemplate=pod), "opt-in in force")
     assert admin.create_dm(ns, "root", podTemplate=pod)[0] == 201
     deployment = f"/apis/apps/v1/namespaces/{ns}/deployments/root"
-    cluster.wait_for(lambda: cluster.request("GET", deployment)[0] == 200, "Deployment created")
+    try:
+        cluster.wait_for(lambda: cluster.request("GET", deployment)[0] == 200, "Deployment")
+    except Exception as err:
+        raise AssertionError(f"{err}\n{dm_of(cluster, ns, 'root')}\n{operator.tail()}") from None
     # The admin takes the opt-in back; the Deployment is recreated (e.g. after a restore).
     label_namespace(cluster, ns, {OPT_IN: None, "pod-security.kubernetes.io/enforce": "restricted"})
     cluster.wait_for(lambda: not admin.admits(ns, podTemplate=pod), "opt-in withdrawn")
@@ -387,18 +393,18 @@ def test_team_over_its_gpu_quota_gets_the_reason(operator, team, capsys):
         "requests.nvidia.com/gpu": "2",
         "count/deepmodules.deepmarket.dev": "3",
     }
-    cluster.wait_for(
-        lambda: (
-            "requests.nvidia.com/gpu"
-            in cluster.request("GET", f"/api/v1/namespaces/{ns}/resourcequotas/deepmarket-quota")[1]
-            .get("status", {})
-            .get("used", {})
-        ),
-        "quota usage computed",
-    )
+    quota_path = f"/api/v1/namespaces/{ns}/resourcequotas/deepmarket-quota"
+
+    def usage_known() -> bool:
+        q = cluster.request("GET", quota_path)[1]
+        return set(q.get("status", {}).get("used", {})) == set(q["spec"]["hard"])
+
+    # Admission refuses what a quota covers until the quota controller has counted usage.
+    cluster.wait_for(usage_known, "quota usage computed")
     gpu = {"gpu": 1, "cpu": "1", "memory": "1Gi"}
     for name in ("gpu-a", "gpu-b"):
-        assert alice.create_dm(ns, name, resources=gpu)[0] == 201
+        status, body = alice.create_dm(ns, name, resources=gpu)
+        assert status == 201, body
     for name in ("gpu-a", "gpu-b"):
         cluster.wait_for(
             lambda n=name: condition(dm_of(cluster, ns, n), "Ready").get("status") == "True",
@@ -453,3 +459,31 @@ def test_quota_cli_refuses_people_who_are_not_admins(team, tmp_path, capsys):
     assert main(["admin", "quota", ns, "--gpus", "8", "--kubeconfig", str(kubeconfig)]) == 1
     err = capsys.readouterr().err
     assert f"your credentials may not write ResourceQuotas in namespace {ns}" in err
+
+
+# --- Pod Security: what the operator generates passes `restricted` ----------------------------
+
+GENERATED = {
+    "cpu": {"image": IMAGE},
+    "gpu": {"image": IMAGE, "resources": {"gpu": 2, "gpuProduct": "NVIDIA-A100-SXM4-80GB"}},
+    "weights": {
+        "image": IMAGE,
+        "weights": {"url": "https://dav.example.org/w/", "secretRef": "webdav"},
+        "envFrom": [{"secretRef": {"name": "webdav"}}],
+    },
+}
+
+
+@pytest.mark.parametrize("case", sorted(GENERATED))
+def test_generated_pods_pass_restricted_pod_security(cluster, namespace, case):
+    from deepmarket.controller.deepmodule.builders import pod_template
+    from deepmarket.controller.deepmodule.resolve import resolve
+    from deepmarket.controller.options import Options
+
+    labels = cluster.request("GET", f"/api/v1/namespaces/{namespace}")[1]["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    tmpl = pod_template("m", resolve(GENERATED[case], None), Options())
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "m", **tmpl["metadata"]},
+           "spec": tmpl["spec"]}  # fmt: skip
+    status, body = cluster.request("POST", f"/api/v1/namespaces/{namespace}/pods?dryRun=All", pod)
+    assert status == 201, body

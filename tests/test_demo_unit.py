@@ -36,7 +36,13 @@ def test_deploys_exactly_the_modules_marked_deploy_true_in_order():
     assert doc["items"][0] == {
         "apiVersion": "v1",
         "kind": "Namespace",
-        "metadata": {"name": "deepmarket"},
+        "metadata": {
+            "name": "deepmarket",
+            "labels": {
+                "pod-security.kubernetes.io/enforce": "restricted",
+                "pod-security.kubernetes.io/warn": "restricted",
+            },
+        },
     }
     dms = doc["items"][1:]
     assert [d["metadata"]["name"] for d in dms] == wanted

@@ -125,6 +125,10 @@ def controller_manager_args(kubeconfig: Path, pki: Pki, ports: Ports) -> list[st
         "--controllers=*",
         f"--kube-api-qps={CLIENT_QPS}",
         f"--kube-api-burst={CLIENT_BURST}",
+        # A new ResourceQuota on a resource the quota controller only just discovered (a CRD's
+        # count/...) has no usage until the next full resync, and admission refuses what it
+        # covers until then: 5 minutes by default, 10 s here.
+        "--resource-quota-sync-period=10s",
     ]
 
 
