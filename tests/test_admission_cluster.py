@@ -122,7 +122,7 @@ def installed(cluster):
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-k", str(ROOT / "controller"))
     cluster.kubectl(
         "wait", "--for=condition=Established", "--timeout=60s", "crd/deepmodules.deepmarket.dev",
-        "crd/trainingruns.deepmarket.dev",
+        "crd/trainingruns.deepmarket.dev", "crd/catalogsources.deepmarket.dev",
     )  # fmt: skip
     cluster.kubectl(
         "scale", "-n", "deepmarket-system", "deployment/deepmarket-operator", "--replicas=0"
@@ -209,6 +209,40 @@ def test_secret_references_need_the_right_to_read_them(team, installed):
     assert 'Secret "admin-token"' in refused(*alice.create_dm(ns, "tok", env=other))
     # bob may create pods, so he may reference any Secret of the namespace (as in a pod).
     assert bob.create_dm(ns, "tok", env=other)[0] == 201
+
+
+def test_catalogsource_secrets_and_local_urls(team, installed):
+    """A CatalogSource makes the operator use a Secret as git credentials (sent to the URL the
+    requester chose) and read file:// paths on its own disk: both need the requester's rights."""
+    ns, alice, _, admin = team
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": {"name": "catalogs"},
+        "rules": [{"apiGroups": ["deepmarket.dev"], "resources": ["catalogsources"],
+                   "verbs": ["create", "get"]}],
+    }  # fmt: skip
+    roles = f"/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/roles"
+    assert installed.request("POST", roles, role)[0] == 201
+    bind(installed, ns, "alice-catalogs", "catalogs", user="alice", kind="Role")
+    path = f"/apis/deepmarket.dev/v1alpha1/namespaces/{ns}/catalogsources?dryRun=All"
+
+    def source(**spec) -> dict:
+        spec.setdefault("url", "https://git.example.org/team/catalog.git")
+        return {"apiVersion": "deepmarket.dev/v1alpha1", "kind": "CatalogSource",
+                "metadata": {"name": "main"}, "spec": spec}  # fmt: skip
+
+    installed.wait_for(lambda: alice.request("POST", path, source())[0] == 201, "alice's role")
+    msg = refused(*alice.request("POST", path, source(secretRef={"name": "admin-git"})))
+    assert 'Secret "admin-git"' in msg and "get on secrets/admin-git" in msg
+    hook = source(webhook={"secretRef": {"name": "hook"}})
+    assert 'Secret "hook"' in refused(*alice.request("POST", path, hook))
+    local = source(url="file:///var/run/secrets/kubernetes.io/serviceaccount")
+    msg = refused(*alice.request("POST", path, local))
+    assert msg.startswith("spec.url: a file:// URL reads the deepmarket operator's own disk")
+    assert 'user "alice"' in msg
+    # A cluster admin may (local development with `make run`).
+    assert admin.request("POST", path, local)[0] == 201
 
 
 # --- nobody gets a privileged pod through the operator without the admin's opt-in ------------
