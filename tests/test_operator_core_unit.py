@@ -236,3 +236,11 @@ def test_the_fence_closes_at_the_renew_deadline_before_the_lease_can_expire():
     assert not fence.open()
     assert Election(15, 10, 2).problems() == []
     assert Election(10, 10, 2).problems() and Election(15, 2, 2).problems()
+
+
+def test_an_apply_to_our_child_carries_its_uid_as_a_precondition():
+    _, plan = plan_for({"image": "a/b:2"})
+    ours = owned(plan_for({"image": "a/b:1"})[1].objects[0])
+    (apply_deploy, apply_svc) = plan_writes(plan, {DEPLOY: ours}, "u1")
+    assert apply_deploy.obj["metadata"]["uid"] == "child-u1"
+    assert "uid" not in apply_svc.obj["metadata"]  # not created yet: nothing to pin

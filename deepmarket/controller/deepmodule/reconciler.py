@@ -132,6 +132,11 @@ def plan_writes(
             if ops:
                 writes.append(Write("revert", kind, have, ops, ", ".join(paths)))
         if not up_to_date(have, desired):
+            uid = (have or {}).get("metadata", {}).get("uid")
+            if uid:
+                # The apiserver treats a uid in the body as a precondition: the write fails
+                # (409) instead of landing on a same-named object that replaced ours.
+                desired = {**desired, "metadata": {**desired["metadata"], "uid": uid}}
             writes.append(Write("apply", kind, desired))
     for kind, obj in observed.items():
         if kind in wanted or not obj:
