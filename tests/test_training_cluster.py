@@ -248,6 +248,7 @@ def test_progress_suspend_restart_and_delete(operator, namespace):
     assert st["progress"]["summary"] == "40% epoch 2/5 ETA 1m30s" and st["metrics"]["loss"] == 0.25
     assert "40% epoch 2/5" in cluster.kubectl("get", "tr", "-n", namespace).stdout
     # a burst of 30 reports costs at most a few status writes (one per 5 s), the last one wins
+    burst = time.monotonic()
     for i in range(30):
         post_progress(operator, namespace, "long", token, {**report, "percent": 41 + i})
     cluster.wait_for(
@@ -255,8 +256,10 @@ def test_progress_suspend_restart_and_delete(operator, namespace):
         "latest progress",
         timeout=30,
     )
+    took = time.monotonic() - burst
     status_writes = [w for w in writes(cluster, mark, namespace) if "trainingruns/status" in w]
-    assert 2 <= len(status_writes) <= 4, status_writes
+    # the first report's write, then at most one per 5 s while the burst lasted (+1 trailing)
+    assert 2 <= len(status_writes) <= 3 + int(took // 5), (status_writes, took)
     # suspend: the Job is suspended, its pod goes; resume: a pod runs again
     cluster.kubectl(
         "patch",
