@@ -725,6 +725,8 @@ def test_operator_started_before_the_crds_waits_for_them_then_serves(operator, n
     operator.stop()
     early = Operator(cluster, tmp_path, name="early")
     try:
+        # controller/policies/keep-crds.yaml refuses to delete it unless marked on purpose.
+        cluster.kubectl("annotate", crd, "deepmarket.dev/allow-delete=true")
         cluster.kubectl("delete", crd, "--wait=true")
         early.start()  # liveness answers while it waits (alive, not yet acting)
         cluster.wait_for(

@@ -393,8 +393,9 @@ async def _run_elected(cfg: RunConfig, elector: LeaderElector, fence: Fence, ope
         log.warning("leader election: could not release lease %s: %s", where, err)
 
 
-async def serve_liveness(url: str, healthy: Any) -> Any:
-    """GET <path> answers 200 while `healthy()`; followers answer too (they are alive, waiting)."""
+async def serve_liveness(url: str, healthy: Any, ready: Any = None) -> Any:
+    """GET <path> answers 200 while `healthy()`; followers answer too (they are alive, waiting).
+    GET /readyz (same port) answers 200 while `ready()`: the Deployment's readiness probe."""
     from urllib.parse import urlparse
 
     from aiohttp import web
@@ -405,8 +406,14 @@ async def serve_liveness(url: str, healthy: Any) -> Any:
         ok = healthy()
         return web.json_response({"ok": ok}, status=200 if ok else 503)
 
+    async def readiness(_: web.Request) -> web.Response:
+        ok = bool(ready()) if ready is not None else healthy()
+        return web.json_response({"ready": ok}, status=200 if ok else 503)
+
     app = web.Application()
     app.router.add_get(parts.path or "/healthz", probe)
+    if (parts.path or "/healthz") != "/readyz":
+        app.router.add_get("/readyz", readiness)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, parts.hostname or "0.0.0.0", parts.port or 8080).start()
@@ -455,6 +462,7 @@ def run(cfg: RunConfig) -> None:
     hardened_settings(settings, cfg.workers)
 
     ready = asyncio.Event()  # kopf sets it once its watches and indexes are up
+    api_served = asyncio.Event()
     acting = {"now": False}
     api_poll = min(60.0, cfg.queue.resync_period or 60.0)
 
@@ -485,6 +493,9 @@ def run(cfg: RunConfig) -> None:
                 namespaces=cfg.namespaces,
                 stop_flag=stop_flag,
                 ready_flag=ready,
+                # kopf would ask the passwd database for a name; an image's non-root UID
+                # (65532, or OpenShift's arbitrary ones) has none, and kopf crashed on it.
+                identity=_identity(),
             )
         finally:
             for queue in ctx.queues:
@@ -498,7 +509,13 @@ def run(cfg: RunConfig) -> None:
         health = None
         if cfg.liveness:
             # Alive = waiting for the lease, or acting with kopf up (a stuck start fails it).
-            health = await serve_liveness(cfg.liveness, lambda: not acting["now"] or ready.is_set())
+            # Ready = the API answers and this replica either waits warm for the lease or
+            # acts with kopf's watches up (what a rolling update waits for before going on).
+            health = await serve_liveness(
+                cfg.liveness,
+                lambda: not acting["now"] or ready.is_set(),
+                lambda: api_served.is_set() and (not acting["now"] or ready.is_set()),
+            )
         hooks = None
         if cfg.webhook_listen:
             # Every replica receives; the annotations a delivery writes reach the leader's watch.
@@ -507,6 +524,7 @@ def run(cfg: RunConfig) -> None:
             log.info("webhook receiver on %s", cfg.webhook_listen)
         try:
             await asyncio.to_thread(wait_for_deepmodule_api, kube, cfg.namespaces, cfg.api_timeout)
+            api_served.set()
             if cfg.leader_elect:
                 e = cfg.election
                 # Lease calls time out well within the renew deadline (a hung call is a failure).
