@@ -117,6 +117,12 @@ def test_trains_on_webdav_data_and_uploads_with_checksums(dav: WebDav, tmp_path:
     # trained on the 60 WebDAV images, not on scikit-learn's bundled 1,797
     assert outcome["metrics"]["train_samples"] + outcome["metrics"]["test_samples"] == 60
     assert "deepmarket-progress" in logs and '"phase": "Uploading"' in logs
+    # the digits module's own progress file (store.report_progress) reached the step's reports
+    reports = [json.loads(ln.split(" ", 1)[1]) for ln in logs.splitlines()
+               if ln.startswith("deepmarket-progress ")]  # fmt: skip
+    module_said = [r for r in reports if r.get("phase") == "Training" and "metrics" in r]
+    assert module_said[-1]["percent"] == 100
+    assert module_said[-1]["metrics"]["accuracy"] == outcome["metrics"]["accuracy"]
     assert_no_credentials(env, logs, json.dumps(outcome), dav.log.read_text())
 
 

@@ -310,6 +310,9 @@ def train(
             if now and now != seen:
                 seen = now
                 progress.update(phase="Training", **now)
+    final = read_progress_file(progress_file)  # what the module wrote last, however fast
+    if final and final != seen:
+        progress.update(phase="Training", **final)
     stderr = stderr_file.read_text(errors="replace")
     sys.stdout.write(SECRETS.scrub(stderr[-20000:]))
     result = None

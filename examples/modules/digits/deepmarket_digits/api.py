@@ -200,12 +200,14 @@ def get_train_args() -> dict[str, fields.Field]:
 def train(**kwargs: Any) -> dict[str, Any]:
     """Fit new weights, write them and their metrics to the weights directory, return metrics."""
     data_dir = str(kwargs.get("data_dir") or "").strip()
+    store.report_progress(percent=0)
     if data_dir:
         features, labels = load_labelled_images(Path(data_dir))
         source = data_dir
     else:
         features, labels = classifier.bundled_dataset()
         source = "scikit-learn digits"
+    store.report_progress(percent=20, metrics={"images": float(len(labels))})
     model, metrics = classifier.fit(
         features,
         labels,
@@ -217,6 +219,7 @@ def train(**kwargs: Any) -> dict[str, Any]:
     target = _weights_path()
     store.write_json(target.with_name(store.METRICS_FILE), metrics)
     store.write_json(target, model.to_json())
+    store.report_progress(percent=100, metrics={"accuracy": float(metrics["accuracy"])})
     return {**metrics, "weights": str(target)}
 
 

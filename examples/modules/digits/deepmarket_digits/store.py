@@ -40,3 +40,14 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 
 def read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+PROGRESS_ENV = "DEEPMARKET_PROGRESS_FILE"
+
+
+def report_progress(**fields: Any) -> None:
+    """Tell a deepmarket TrainingRun how far training is (percent, epoch, epochs, etaSeconds,
+    metrics): the pod's step program reads this file and forwards it. A no-op elsewhere."""
+    target = os.environ.get(PROGRESS_ENV, "").strip()
+    if target:
+        write_json(Path(target), fields)
