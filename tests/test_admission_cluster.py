@@ -245,6 +245,28 @@ def test_catalogsource_secrets_and_local_urls(team, installed):
     assert admin.request("POST", path, local)[0] == 201
 
 
+def test_trainingruns_are_held_to_the_same_rules(team):
+    ns, alice, bob, admin = team
+    path = f"/apis/deepmarket.dev/v1alpha1/namespaces/{ns}/trainingruns?dryRun=All"
+    data = {"input": {"url": "https://dav.example.org/in/"},
+            "output": {"url": "https://dav.example.org/out/"}}  # fmt: skip
+
+    def run(**spec) -> dict:
+        spec = {"image": IMAGE, "data": data, **spec}
+        return {"apiVersion": "deepmarket.dev/v1alpha1", "kind": "TrainingRun",
+                "metadata": {"name": "train"}, "spec": spec}  # fmt: skip
+
+    assert alice.request("POST", path, run())[0] == 201
+    tuned = template(nodeSelector={"disk": "ssd"})
+    msg = refused(*alice.request("POST", path, run(podTemplate=tuned)))
+    assert msg.startswith("spec.podTemplate shapes the pod") and 'user "alice"' in msg
+    assert bob.request("POST", path, run(podTemplate=tuned))[0] == 201
+    msg = refused(*admin.request("POST", path, run(podTemplate=template(hostPID=True))))
+    assert msg.startswith("spec.podTemplate.spec.hostPID:")
+    with_secret = {**data, "input": {**data["input"], "secretRef": "webdav"}}
+    assert 'Secret "webdav"' in refused(*alice.request("POST", path, run(data=with_secret)))
+
+
 # --- nobody gets a privileged pod through the operator without the admin's opt-in ------------
 
 HOSTILE = {

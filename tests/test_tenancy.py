@@ -224,3 +224,11 @@ def test_deepmodule_status_says_quota_exhausted_instead_of_failed_create():
     other = 'pods "x" is forbidden: error looking up service account team-a/runner'
     kept = ready(None, other)
     assert (kept["reason"], kept["message"]) == ("FailedCreate", other)
+
+
+def test_gpu_quota_head_says_exhausted_only_when_nothing_is_left():
+    from deepmarket.controller.tenancy import gpu_quota_head
+
+    assert gpu_quota_head(2, 2) == "quota exhausted: 2 of 2 GPUs in use"
+    assert gpu_quota_head("1", "2") == "quota too small: 1 of 2 GPUs in use"
+    assert gpu_quota_head("?", "2") == "quota exhausted: ? of 2 GPUs in use"

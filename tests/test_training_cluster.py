@@ -372,7 +372,8 @@ def test_unschedulable_gpu_and_quota_are_named_not_crash_looped(operator, namesp
     )
     r = wait_phase(cluster, namespace, "toomany", "Pending", reason="Unschedulable")
     msg = cond(r, "Created")["message"]
-    assert "ResourceQuota 'gpus' allows 2" in msg and "asks for 4" in msg
+    assert msg.startswith("quota too small: 0 of 2 GPUs in use (ResourceQuota 'gpus'"), msg
+    assert "asks for 4" in msg and f"deepmarket admin quota {namespace} --gpus N" in msg
     r = wait_phase(cluster, namespace, "product", "Pending", reason="Unschedulable")
     assert "NVIDIA-H100-NVL" in cond(r, "Running")["message"]
     assert [j["metadata"]["name"] for j in jobs(cluster, namespace)] == ["product"]

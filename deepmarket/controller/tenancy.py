@@ -154,6 +154,17 @@ def gpu_consumers(pods: Iterable[Mapping[str, Any]]) -> dict[str, int]:
     return out
 
 
+def gpu_quota_head(used: str | int, limit: str | int) -> str:
+    """`quota exhausted: 2 of 2 GPUs in use`, or `quota too small: …` when GPUs are left but
+    fewer than asked for (the same words for DeepModules and TrainingRuns)."""
+    try:
+        full = int(float(used)) >= int(float(limit))
+    except (TypeError, ValueError):
+        full = True
+    word = "exhausted" if full else "too small"
+    return f"quota {word}: {used} of {limit} GPUs in use"
+
+
 def quota_message(
     exceeded: QuotaExceeded, namespace: str, consumers: Mapping[str, int] | None = None
 ) -> str:
@@ -163,7 +174,7 @@ def quota_message(
     if GPU_QUOTA in exceeded.limited:
         used, limit = exceeded.used.get(GPU_QUOTA, "?"), exceeded.limited[GPU_QUOTA]
         asked = exceeded.requested.get(GPU_QUOTA, "?")
-        head = f"quota exhausted: {used} of {limit} GPUs in use"
+        head = gpu_quota_head(used, limit)
         if consumers:
             ranked = sorted(consumers.items(), key=lambda kv: (-kv[1], kv[0]))
             named = [f"{who} ({n})" for who, n in ranked[:MAX_NAMED_CONSUMERS]]

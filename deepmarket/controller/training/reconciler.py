@@ -126,7 +126,7 @@ class TrainingReconciler:
             training = resolve(run.get("spec") or {}, self.catalog)
         except SpecProblem as exc:
             problem = exc
-        quota = quota_block(quotas, training)
+        quota = quota_block(quotas, training, meta["namespace"])
         status = dict(run.get("status") or {})
         if job is None and status.get("jobUID"):
             job = self.kube.get("batch/v1", "Job", *key)  # gone for real, or only not seen yet?

@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from deepmarket.controller.tenancy import gpu_quota_head
 from deepmarket.controller.training.builders import CONTAINER
 from deepmarket.controller.training.resolve import SpecProblem, Training
 
@@ -82,7 +83,9 @@ def unschedulable_message(scheduler: str, training: Training | None) -> str:
     return f"{head}; the scheduler says: {said}"
 
 
-def quota_block(quotas: Iterable[Mapping[str, Any]], training: Training | None) -> str | None:
+def quota_block(
+    quotas: Iterable[Mapping[str, Any]], training: Training | None, namespace: str = "NAMESPACE"
+) -> str | None:
     """Why a namespace ResourceQuota keeps this run's pod from being created, or None."""
     if not training or not training.gpu:
         return None
@@ -96,9 +99,9 @@ def quota_block(quotas: Iterable[Mapping[str, Any]], training: Training | None) 
             if taken + training.gpu > limit:
                 name = (quota.get("metadata") or {}).get("name", "?")
                 return (
-                    f"ResourceQuota {name!r} allows {limit} GPU(s) ({key}) in this namespace, "
-                    f"{taken} in use; this run asks for {training.gpu}. It starts when GPUs "
-                    "are freed, or ask an admin to raise the quota"
+                    f"{gpu_quota_head(taken, limit)} (ResourceQuota {name!r}, {key}); this run "
+                    f"asks for {training.gpu}. It starts when GPUs are freed, or ask an admin to "
+                    f"raise the quota (deepmarket admin quota {namespace} --gpus N)"
                 )
     return None
 
