@@ -228,7 +228,10 @@ def writes(cluster: ControlPlane, mark: int, resources: tuple[str, ...]) -> int:
             continue
         if not ev.get("userAgent", "").startswith(OPERATOR_AGENTS):
             continue
-        if ev.get("objectRef", {}).get("resource") in resources:
+        ref = ev.get("objectRef", {})
+        if ref.get("resource") == "deepmodules" and ref.get("subresource"):
+            continue  # the DeepModule controller's status writes, not the sync's
+        if ref.get("resource") in resources:
             n += 1
     return n
 

@@ -73,17 +73,38 @@ def _join(base: str, name: str) -> str:
     return name if base in ("", ".") else f"{base}/{name}"
 
 
+# (tree id, directory path) → that directory's tree. libgit2's lookup by path re-reads every
+# tree on the way (~5 ms in a 1,000-entry catalog/); by name it is ~80x cheaper, and a tree id
+# names its content for good, so the memo never goes stale.
+_DIRS: dict[tuple[str, str], pygit2.Tree | None] = {}
+_DIRS_MAX = 200_000
+
+
 def _entry(tree: pygit2.Tree, rel: str) -> pygit2.Object | None:
     """The object at `rel` inside `tree` without following links, or None when absent."""
-    try:
-        return tree[rel] if rel else tree
-    except KeyError:
+    if not rel:
+        return tree
+    parent, _, name = rel.rpartition("/")
+    holder = _dir(tree, parent) if parent else tree
+    if not isinstance(holder, pygit2.Tree) or name not in holder:
         return None
+    return holder[name]
+
+
+def _dir(tree: pygit2.Tree, rel: str) -> pygit2.Object | None:
+    key = (str(tree.id), rel)
+    if key in _DIRS:
+        return _DIRS[key]
+    found = _entry(tree, rel)
+    if len(_DIRS) >= _DIRS_MAX:
+        _DIRS.clear()
+    _DIRS[key] = found if isinstance(found, pygit2.Tree) else None
+    return found
 
 
 def _mode(tree: pygit2.Tree, rel: str) -> int | None:
     parent, _, name = rel.rpartition("/")
-    holder = _entry(tree, parent) if parent else tree
+    holder = _dir(tree, parent) if parent else tree
     if not isinstance(holder, pygit2.Tree) or name not in holder:
         return None
     return holder[name].filemode
