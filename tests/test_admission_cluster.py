@@ -293,7 +293,7 @@ HOSTILE = {
     "host-port": (
         template(initContainers=[{"name": "x", "image": IMAGE, "ports": [{"containerPort": 80,
                                                                           "hostPort": 80}]}]),
-        "spec.podTemplate.spec.containers[x].ports[].hostPort",
+        "spec.podTemplate.spec.initContainers[x].ports[].hostPort",
     ),
 }  # fmt: skip
 
