@@ -114,6 +114,13 @@ def test_a_users_object_with_our_labels_does_not_hide_drift_or_cause_endless_wri
         ),
         "the hand-changed selector of the real Service reverted",
     )
+    # The revert's Event is posted in the background: let it land before counting.
+    cluster.wait_for(
+        lambda: any(
+            e.get("message") == "applied Service/web" for e in events_for(cluster, namespace, "web")
+        ),
+        "the revert's Event",
+    )
     mark = cluster.audit_mark()
     settle(cluster, namespace)
     writes = [w for w in operator_writes(cluster, mark, namespace) if "sentinel" not in w]
@@ -232,14 +239,20 @@ def test_a_trainingrun_created_later_is_picked_up(op, namespace):
         },
     }
     apply(cluster, namespace, run)
+    # Its own status changes (the TrainingRun controller runs it to Succeeded on KWOK) reach
+    # the DeepModule too: it is served once the run's output exists.
     cluster.wait_for(
         lambda: get(cluster, DEPLOY.format(ns=namespace, name="tuned")) is not None,
-        "the Deployment once the TrainingRun exists",
+        "the Deployment once the TrainingRun exists and succeeded",
+        timeout=180,
     )
+    done = get(cluster, f"/apis/deepmarket.dev/v1alpha1/namespaces/{namespace}/trainingruns/later")
+    want = done["status"]["output"]["url"].rstrip("/")
+    assert want.startswith(url)
     init = get(cluster, DEPLOY.format(ns=namespace, name="tuned"))["spec"]["template"]["spec"][
         "initContainers"
     ][0]
-    assert {"name": "RCLONE_WEBDAV_URL", "value": url} in init["env"]
+    assert {"name": "RCLONE_WEBDAV_URL", "value": want} in init["env"]
 
 
 def webhook_config(name: str, namespace: str, port: int) -> dict:
