@@ -3,7 +3,12 @@
 One command walks the path a module takes: the catalog is validated, the local control plane
 (`deepmarket dev`) starts with its simulated GPU and CPU nodes, the operator reconciles a
 `DeepModule` for every `deploy: true` module, the reference digits module is served for real
-on loopback at the marketplace's try-it path, and the marketplace is served with that base URL.
+at the marketplace's try-it path, and the marketplace is served with that base URL.
+
+Where the dev cluster has its real node (see `devcluster/realnode.py`), the modules whose images
+are built locally (the digits module) run there in real pods, and the try-it path is a local
+ingress (`deepmarket dev ingress`: 127.0.0.1 -> the module's Service, with CORS). Without it
+the digits module is served on loopback by `deepmarket module serve` instead.
 
 The decisions (which modules, what to apply, how to report status) are pure functions; `Demo`
 is the shell that runs processes and polls. The operator, the module server and the site are
@@ -19,7 +24,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,12 +54,20 @@ def namespace_manifest(namespace: str) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Namespace", "metadata": meta}
 
 
-def apply_list(modules: Sequence[Module], namespace: str) -> dict[str, Any]:
-    """One `kubectl apply` document: the namespace and a DeepModule per deployed module."""
+def apply_list(
+    modules: Sequence[Module], namespace: str, real: Collection[str] = ()
+) -> dict[str, Any]:
+    """One `kubectl apply` document: the namespace and a DeepModule per deployed module; those
+    in `real` are placed on the real node (its label and toleration)."""
     from deepmarket.catalog.manifests import deepmodule_manifest
+    from deepmarket.devcluster.nodeconfig import placement
 
     items: list[dict[str, Any]] = [namespace_manifest(namespace)]
-    items += [deepmodule_manifest(m, namespace=namespace) for m in modules]
+    for module in modules:
+        manifest = deepmodule_manifest(module, namespace=namespace)
+        if module.id in real:
+            manifest["spec"]["podTemplate"] = {"spec": placement()}
+        items.append(manifest)
     return {"apiVersion": "v1", "kind": "List", "items": items}
 
 
@@ -116,6 +129,11 @@ def committed_modules(root: Path, branch: str, path: str) -> list[Module]:
     return deployed(read.catalog)
 
 
+def real_modules(modules: Sequence[Module], local_images: Collection[str]) -> set[str]:
+    """The modules whose image was built here, so they can run on the real node."""
+    return {m.id for m in modules if m.image in local_images}
+
+
 def module_base(base_url: str, module_id: str) -> str:
     """The marketplace's try-it scheme (the site's own function, so the two never differ)."""
     from deepmarket.site.render import deploy_url
@@ -129,14 +147,16 @@ class Row:
     ready: str  # "True", or "False (Reason)", or "-" before the operator wrote status
     replicas: str  # "ready/wanted"
     url: str
+    runs: str = "simulated"  # "real node" when its pods really run
 
     @property
     def is_ready(self) -> bool:
         return self.ready == "True"
 
 
-def status_rows(items: Sequence[Mapping[str, Any]]) -> list[Row]:
-    """Summarise DeepModules (as the API returns them) into table rows."""
+def status_rows(items: Sequence[Mapping[str, Any]], real: Collection[str] = ()) -> list[Row]:
+    """Summarise DeepModules (as the API returns them) into table rows; `real`: the names
+    whose pods run on the real node."""
     rows = []
     for item in items:
         status = item.get("status") or {}
@@ -153,6 +173,7 @@ def status_rows(items: Sequence[Mapping[str, Any]]) -> list[Row]:
                 ready=text,
                 replicas=f"{status.get('readyReplicas') or 0}/{status.get('replicas') or 0}",
                 url=status.get("externalURL") or status.get("url") or "-",
+                runs="real node" if item["metadata"]["name"] in real else "simulated",
             )
         )
     return rows
@@ -183,8 +204,8 @@ def not_ready_detail(items: Sequence[Mapping[str, Any]], names: Sequence[str]) -
 
 
 def format_table(rows: Sequence[Row]) -> str:
-    head = ("MODULE", "READY", "REPLICAS", "URL")
-    cells = [head] + [(r.module, r.ready, r.replicas, r.url) for r in rows]
+    head = ("MODULE", "READY", "REPLICAS", "RUNS ON", "URL")
+    cells = [head] + [(r.module, r.ready, r.replicas, r.runs, r.url) for r in rows]
     widths = [max(len(c[i]) for c in cells) for i in range(len(head) - 1)]
     return "\n".join(
         "  ".join(c[i].ljust(widths[i]) for i in range(len(head) - 1)) + "  " + c[-1] for c in cells
@@ -203,6 +224,7 @@ class DemoConfig:
     once: bool = False
     ready_timeout: float = 180.0
     serve_timeout: float = 300.0
+    real_node: bool = True  # False: `--no-real-node`, every pod simulated
     env: Mapping[str, str] = field(default_factory=lambda: os.environ)  # DEEPMARKET_DEV_DIR…
 
 
@@ -344,7 +366,7 @@ class Demo:
         binaries = ensure_binaries(lambda m: self.say(f"    {m}"), env=env)
         self.kubectl = binaries["kubectl"]
         self.say("    dev cluster (`deepmarket dev up`; already running is fine)")
-        devenv.up(lambda m: self.say(f"    {m}"), env=env)
+        devenv.up(lambda m: self.say(f"    {m}"), env=env, real_node=cfg.real_node)
         state = devenv.read_state(env)
         if not devenv.running(state):
             raise UserError("the dev cluster did not stay up; `deepmarket dev status` says why")
@@ -352,6 +374,16 @@ class Demo:
         self.log_dir = devenv.dev_dir(env) / "demo"
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self._state = state
+        self.real: set[str] = set()
+        if state and state.get("real_node"):
+            from deepmarket.devcluster import images
+
+            local = {n for m in images.module_images(root) for n in m.names}
+            self.real = real_modules(modules, local)
+            self.say(
+                f"    real node: {', '.join(sorted(self.real)) or 'no module'} runs in real "
+                "pods; the others stay on the simulated nodes"
+            )
 
         # 2. CRDs and the operator
         self._step("installing the CRDs from controller/crds and starting the operator")
@@ -399,25 +431,10 @@ class Demo:
         # 4. the digits module, for real
         self._step(f"serving {TRY_MODULE} for real at {module_base(self.base_url, TRY_MODULE)}")
         prefix = "/" + TRY_MODULE
-        self._spawn(
-            "module server",
-            [
-                "module",
-                "serve",
-                TRY_MODULE,
-                "--root",
-                str(root),
-                "--port",
-                str(module_port),
-                "--cors-origin",
-                self.site_url,
-                "--path-prefix",
-                prefix,
-            ],
-        )
-        api = module_base(self.base_url, TRY_MODULE)
-        self._wait_http("module server", api + "v2/models/", cfg.serve_timeout)
-        self.check_module(api, model)
+        if TRY_MODULE in self.real:
+            self.serve_from_cluster(prefix, module_port, model)
+        else:
+            self.serve_on_loopback(prefix, module_port, model)
 
         # 5. the marketplace
         self._step(f"building and serving the marketplace at {self.site_url}/ (try-it on)")
@@ -437,6 +454,7 @@ class Demo:
             ],
         )
         page = self._wait_http("site", f"{self.site_url}/modules/{TRY_MODULE}/", cfg.serve_timeout)
+        api = module_base(self.base_url, TRY_MODULE)
         if api.encode() not in page:
             raise UserError(
                 f"the marketplace page of {TRY_MODULE} does not call {api}; see {self.logs['site']}"
@@ -449,8 +467,9 @@ class Demo:
         cfg, where = self.cfg, git_location(self.cfg.root)
         if where is None:  # not a git checkout (an unpacked archive): apply them directly
             self._step(f"applying {len(modules)} DeepModules into namespace {cfg.namespace}")
+            listed = apply_list(modules, cfg.namespace, self.real)
             self._kubectl("apply", "--server-side", "--force-conflicts", "-f", "-",
-                          stdin=json.dumps(apply_list(modules, cfg.namespace)))  # fmt: skip
+                          stdin=json.dumps(listed))  # fmt: skip
             return modules
         url, branch, path = where
         committed = committed_modules(cfg.root, branch, path)
@@ -475,7 +494,87 @@ class Demo:
             f"    commit a change to modules.yml on {branch}: it is deployed within "
             f"{DEMO_INTERVAL} (`deepmarket sync {DEMO_SOURCE} -n {cfg.namespace}` at once)"
         )
+        self.place_on_real_node([m.id for m in modules if m.id in self.real])
         return modules
+
+    def place_on_real_node(self, names: Sequence[str], timeout: float = 120.0) -> None:
+        """Give the synced DeepModules of `names` the real node's placement (podTemplate), as
+        the demo's own field manager: the CatalogSource's applies never own or undo it."""
+        from deepmarket.devcluster.nodeconfig import placement
+
+        deadline = time.monotonic() + timeout
+        missing = set(names)
+        while missing:
+            self._check_alive()
+            missing -= {i["metadata"]["name"] for i in self._deepmodules()}
+            if missing and time.monotonic() > deadline:
+                raise UserError(
+                    f"the CatalogSource did not create {', '.join(sorted(missing))} within "
+                    f"{timeout:.0f}s; see {self.logs['operator']}"
+                )
+            if missing:
+                time.sleep(0.5)
+        for name in names:
+            patch = {
+                "apiVersion": f"{API_GROUP}/{API_VERSION}",
+                "kind": "DeepModule",
+                "metadata": {"name": name, "namespace": self.cfg.namespace},
+                "spec": {"podTemplate": {"spec": placement()}},
+            }
+            self._kubectl("apply", "--server-side", "--field-manager=deepmarket-demo", "-f", "-",
+                          stdin=json.dumps(patch))  # fmt: skip
+            self.say(f"    {name}: placed on the real node")
+
+    def serve_from_cluster(self, prefix: str, module_port: int, model: str) -> None:
+        """The module's real pod answers through its Service; a local ingress gives it the
+        try-it path and CORS. `module check` passes on both URLs."""
+        from deepmarket.devcluster.controlplane import api_request
+
+        path = f"/api/v1/namespaces/{self.cfg.namespace}/services/{TRY_MODULE}"
+        status, svc = api_request(self._state["server"], self._context(), "GET", path)
+        if status != 200:
+            raise UserError(f"the Service of {TRY_MODULE} is missing ({status}): {svc}")
+        in_cluster = f"http://{svc['spec']['clusterIP']}:{svc['spec']['ports'][0]['port']}"
+        self.check_module(in_cluster + "/", model)
+        self._spawn(
+            "ingress",
+            [
+                "dev",
+                "ingress",
+                "--port",
+                str(module_port),
+                "--route",
+                f"{prefix}={in_cluster}",
+                "--cors-origin",
+                self.site_url,
+            ],
+        )
+        api = module_base(self.base_url, TRY_MODULE)
+        self._wait_http("ingress", api + "v2/models/", self.cfg.serve_timeout)
+        self.check_module(api, model)
+
+    def serve_on_loopback(self, prefix: str, module_port: int, model: str) -> None:
+        """No real node: `module serve` runs the module on this machine instead."""
+        root = self.cfg.root
+        self._spawn(
+            "module server",
+            [
+                "module",
+                "serve",
+                TRY_MODULE,
+                "--root",
+                str(root),
+                "--port",
+                str(module_port),
+                "--cors-origin",
+                self.site_url,
+                "--path-prefix",
+                prefix,
+            ],
+        )
+        api = module_base(self.base_url, TRY_MODULE)
+        self._wait_http("module server", api + "v2/models/", self.cfg.serve_timeout)
+        self.check_module(api, model)
 
     def _kubectl(self, *args: str, stdin: str | None = None) -> str:
         done = subprocess.run(
@@ -543,6 +642,7 @@ class Demo:
             self._check_alive()
             items = [i for i in self._deepmodules() if i["metadata"]["name"] in wanted]
             rows = status_rows(items)
+            rows = status_rows(items, self._on_real_node(wanted) if self.real else ())
             ready = sum(settled(r, self.base_url) for r in rows)
             line = f"    {ready}/{len(wanted)} Ready"
             if line != last:
@@ -560,6 +660,19 @@ class Demo:
                     f"{_tail(self.logs['operator'])}"
                 )
             time.sleep(0.5)
+
+    def _on_real_node(self, names: Collection[str]) -> set[str]:
+        """The DeepModules with a pod on the real node (what the table's RUNS ON says)."""
+        from deepmarket.controller import INSTANCE_LABEL
+        from deepmarket.devcluster.controlplane import api_request
+        from deepmarket.devcluster.nodeconfig import NODE_NAME
+
+        path = f"/api/v1/namespaces/{self.cfg.namespace}/pods?fieldSelector=spec.nodeName%3D"
+        status, body = api_request(self._state["server"], self._context(), "GET", path + NODE_NAME)
+        if status != 200:
+            return set()
+        on_node = {p["metadata"].get("labels", {}).get(INSTANCE_LABEL) for p in body["items"]}
+        return {n for n in names if n in on_node}
 
     def check_module(self, api: str, model: str) -> None:
         """`deepmarket module check` through the served try-it path, with the catalog sample."""
@@ -585,8 +698,13 @@ class Demo:
             f"  cluster      export KUBECONFIG={self.kubeconfig}",
             f"               {self.kubectl} get deepmodules -n {self.cfg.namespace}",
             f"  logs         {self.log_dir}/",
-            "Pods on the simulated (KWOK) nodes only pretend to run; "
-            f"{TRY_MODULE} also runs for real above.",
+            (
+                f"{', '.join(sorted(self.real))} run in real pods on the real node (RUNS ON); "
+                "pods on the simulated (KWOK) nodes only pretend to run."
+                if self.real
+                else "Pods on the simulated (KWOK) nodes only pretend to run; "
+                f"{TRY_MODULE} also runs for real above."
+            ),
         ]
         print("\n".join(lines), flush=True)
 

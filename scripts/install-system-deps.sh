@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Debian packages the tests drive for real: chromium (site tests), rclone (training data),
-# Java, Maven and npm (the site's HTML and accessibility checkers).
+# Java, Maven and npm (the site's HTML and accessibility checkers), and the real node's
+# runtime and image tools.
 set -euo pipefail
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
@@ -12,6 +13,15 @@ command -v mvn >/dev/null 2>&1 || need+=(maven)
 command -v npm >/dev/null 2>&1 || need+=(nodejs npm)
 # The catalog sync's tests serve real repositories with git's own CGI, git http-backend.
 [ -x /usr/lib/git-core/git-http-backend ] || need+=(git)
+# The dev cluster's real node: containerd + runc + CNI plugins run its pods, iptables carries
+# kube-proxy's Services, podman + debootstrap build its images without a Docker engine.
+command -v containerd >/dev/null 2>&1 || need+=(containerd)
+command -v runc >/dev/null 2>&1 || need+=(runc)
+[ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
+command -v iptables >/dev/null 2>&1 || need+=(iptables)
+command -v podman >/dev/null 2>&1 || need+=(podman)
+command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
+[ -f /usr/share/keyrings/debian-archive-keyring.gpg ] || need+=(debian-archive-keyring)
 [ ${#need[@]} -eq 0 ] && exit 0
 echo "installing Debian packages: ${need[*]}" >&2
 sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"

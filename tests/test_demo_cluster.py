@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 from deepmarket.catalog import load_catalog
+from deepmarket.devcluster import nodeconfig, realnode
 from deepmarket.modules import http
 
 pytestmark = [pytest.mark.cluster, pytest.mark.deepaas]
@@ -33,6 +34,9 @@ ROOT = Path(__file__).resolve().parents[1]
 DEMO = [sys.executable, "-m", "deepmarket", "demo", "--site-port", "0", "--module-port", "0"]
 SAMPLE = ROOT / "catalog" / "digits-classifier" / "samples" / "seven.png"
 CHROMIUM = "/usr/bin/chromium"
+# Where the machine can run the real node, the demo must use it (the digits module's pod runs
+# there, behind the local ingress); elsewhere it serves the module on loopback.
+REAL = not realnode.missing_prerequisites()
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
 
@@ -41,6 +45,9 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 def dev_env(cluster_binaries, tmp_path_factory) -> Iterator[dict[str, str]]:
     """An environment whose dev cluster lives in a temp dir; stopped and removed afterwards."""
     env = {**os.environ, "DEEPMARKET_DEV_DIR": str(tmp_path_factory.mktemp("demo-dev"))}
+    if REAL:
+        # The demo's cluster takes the machine's one real node: wait for another test run's.
+        realnode.wait_until_free()
     yield env
     subprocess.run(
         [sys.executable, "-m", "deepmarket", "dev", "down"], env=env, cwd=ROOT, timeout=120
@@ -72,6 +79,12 @@ def test_once_brings_everything_up_checks_it_and_exits_zero(dev_env, cluster_bin
     assert done.returncode == 0, done.stderr[-3000:]
     assert "module check` through" in done.stderr
     assert "demo checks passed" in done.stderr
+    if REAL:
+        assert "no real node" not in done.stderr, done.stderr[-3000:]
+        table = [line.split() for line in done.stdout.splitlines() if line.startswith("digits")]
+        assert table and table[0][3:5] == ["real", "node"], done.stdout
+        # `module check` passed against the module's in-cluster Service too.
+        assert done.stderr.count("module check` through http://") == 2, done.stderr[-3000:]
     assert "deepmarket dev down" in done.stderr
     kubeconfig = str(Path(dev_env["DEEPMARKET_DEV_DIR"]) / "kubeconfig")
     ready = _ready_deepmodules(cluster_binaries["kubectl"], kubeconfig)
@@ -135,6 +148,15 @@ def test_deploy_true_modules_are_ready_and_the_page_calls_the_live_module(
     running, cluster_binaries
 ):
     ready = _ready_deepmodules(cluster_binaries["kubectl"], running.kubeconfig)
+    if REAL:
+        pods = subprocess.run(
+            [str(cluster_binaries["kubectl"]), "--kubeconfig", running.kubeconfig, "get", "pods",
+             "-n", "deepmarket", "-l", "app.kubernetes.io/instance=digits-classifier", "-o",
+             "json"],
+            capture_output=True, text=True, check=True, timeout=60,
+        ).stdout  # fmt: skip
+        nodes = {p["spec"].get("nodeName") for p in json.loads(pods)["items"]}
+        assert nodes == {nodeconfig.NODE_NAME}
     assert {name for name, status in ready.items() if status == "True"} == _deploy_true()
     with urllib.request.urlopen(f"{running.site}modules/digits-classifier/", timeout=30) as page:
         assert running.api in page.read().decode()
@@ -187,7 +209,7 @@ def test_sigterm_stops_the_operator_module_and_site(running):
     code = running.stop()
     said = running.err_log.read_text()
     assert code == 0, said[-3000:]
-    for name in ("site", "module server", "operator"):
+    for name in ("site", "ingress" if REAL else "module server", "operator"):
         assert f"stopping {name}" in said
     assert "deepmarket dev down" in said
     # Its servers are gone: nothing answers on their ports any more.

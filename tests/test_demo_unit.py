@@ -73,7 +73,8 @@ def test_rows_summarise_status_and_only_this_runs_url_counts_as_settled():
     ]
     assert [demo.settled(r, BASE) for r in rows] == [True, False, False, False]
     table = demo.format_table(rows).splitlines()
-    assert table[0].split() == ["MODULE", "READY", "REPLICAS", "URL"]
+    assert table[0].split() == ["MODULE", "READY", "REPLICAS", "RUNS", "ON", "URL"]
+    assert table[1].split()[3] == "simulated"
     assert table[1].index("True") == table[0].index("READY")
 
 
@@ -100,3 +101,20 @@ def test_not_ready_detail_names_each_module_and_why():
 def test_bad_ports_are_usage_errors(capsys, args, message):
     assert main(["demo", *args]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_modules_with_a_local_image_are_placed_on_the_real_node_and_the_table_says_so():
+    from deepmarket.catalog import load_catalog
+    from deepmarket.devcluster import nodeconfig
+
+    catalog = load_catalog(ROOT)
+    modules = demo.deployed(catalog)
+    real = demo.real_modules(modules, {"ghcr.io/deepmarket/digits-classifier:1.0.0"})
+    assert real == {"digits-classifier"}
+    items = demo.apply_list(modules, "ns", real)["items"]
+    placed = {i["metadata"]["name"]: i["spec"].get("podTemplate") for i in items[1:]}
+    assert placed.pop("digits-classifier") == {"spec": nodeconfig.placement()}
+    assert set(placed.values()) == {None}
+    rows = demo.status_rows([_dm("digits-classifier", "True", "Available", f"{BASE}/d/")], real)
+    assert rows[0].runs == "real node"
+    assert "real node" in demo.format_table(rows).splitlines()[1]

@@ -41,6 +41,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--namespace", default="deepmarket", help="namespace of the DeepModules")
     p.add_argument(
+        "--no-real-node",
+        action="store_true",
+        help="no real node: every pod simulated, the digits module served on loopback",
+    )
+    p.add_argument(
         "--ready-timeout",
         type=float,
         default=180.0,
@@ -81,5 +86,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
         namespace=args.namespace,
         once=args.once,
         ready_timeout=args.ready_timeout,
+        real_node=not args.no_real_node,
     )
     return run(cfg, say)

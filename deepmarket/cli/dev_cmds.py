@@ -29,8 +29,48 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.set_defaults(func=cmd_binaries)
 
-    p = dev_sub.add_parser("up", help="start the dev cluster (4 GPU nodes x 8 GPUs, 2 CPU nodes)")
+    p = dev_sub.add_parser(
+        "up",
+        help="start the dev cluster (4 GPU nodes x 8 GPUs, 2 CPU nodes, one real node)",
+        description="Start the control plane with simulated GPU/CPU nodes and, where this "
+        "machine allows it (Linux, root, containerd + runc), one real node whose pods really "
+        "run: its kubelet and kube-proxy are built like the other binaries and the module "
+        "images with `deepmarket dev images`.",
+    )
+    p.add_argument(
+        "--no-real-node",
+        action="store_true",
+        help="simulated nodes only (no kubelet, containerd or iptables changes on this machine)",
+    )
     p.set_defaults(func=cmd_up)
+    p = dev_sub.add_parser(
+        "images",
+        help="build the real node's images (Python base, examples/modules/*) without Docker",
+        description="Build a Debian bookworm Python 3.11 base with debootstrap + podman and "
+        "each module in examples/modules/ from its Dockerfile on that base, tagged with the "
+        "catalog's image names; cached under ~/.cache/deepmarket/images/ by content. A running "
+        "real node gets them imported.",
+    )
+    p.set_defaults(func=cmd_images)
+    p = dev_sub.add_parser(
+        "ingress",
+        help="a local ingress: <prefix>/ on 127.0.0.1 -> a module's in-cluster Service, with CORS",
+        description="The dev cluster's Services answer on cluster IPs the host can reach but a "
+        "browser page on another origin cannot call (no CORS, no path prefix). This forwards "
+        "http://127.0.0.1:PORT<prefix>/ to the in-cluster URL, the way a cluster's ingress "
+        "would; the demo runs it for the marketplace's try-it form.",
+    )
+    p.add_argument("--port", type=int, default=5000, help="listen port on 127.0.0.1")
+    p.add_argument(
+        "--route",
+        required=True,
+        metavar="PREFIX=URL",
+        help="e.g. /digits-classifier=http://10.0.0.57:5000 (the module's Service)",
+    )
+    p.add_argument(
+        "--cors-origin", action="append", default=[], metavar="ORIGIN", help="repeatable"
+    )
+    p.set_defaults(func=cmd_ingress)
     p = dev_sub.add_parser("down", help="stop the dev cluster and delete its data")
     p.set_defaults(func=cmd_down)
     p = dev_sub.add_parser("status", help="say whether the dev cluster runs (exit 3 if not)")
@@ -51,7 +91,7 @@ def cmd_binaries(args: argparse.Namespace) -> int:
 def cmd_up(args: argparse.Namespace) -> int:
     from deepmarket.devcluster import devenv
 
-    return devenv.up(say)
+    return devenv.up(say, real_node=not args.no_real_node)
 
 
 def cmd_down(args: argparse.Namespace) -> int:
@@ -64,3 +104,43 @@ def cmd_status(args: argparse.Namespace) -> int:
     from deepmarket.devcluster import devenv
 
     return devenv.status()
+
+
+def cmd_images(args: argparse.Namespace) -> int:
+    from deepmarket.devcluster import images, realnode
+
+    built = images.build_all(say)
+    for image in built:
+        how = "cached" if image.cached else f"built in {image.seconds:.0f}s"
+        size = image.archive.stat().st_size / 2**20
+        print(f"{', '.join(image.tags):<50} {size:5.0f} MiB  {how}")
+    record = realnode.read_record()
+    if record and realnode.import_images(record, [b.archive for b in built]):
+        say(f"imported into the running real node's containerd ({record['socket']})")
+    return 0
+
+
+def cmd_ingress(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from deepmarket.errors import UsageError
+    from deepmarket.modules import cors, serve
+
+    prefix, sep, backend = args.route.partition("=")
+    if not sep or not backend.startswith("http://"):
+        raise UsageError(f"--route {args.route!r}: expected PREFIX=http://HOST:PORT")
+    try:
+        origins = cors.parse_origins(args.cors_origin)
+        prefix = cors.parse_prefix(prefix)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    serve.ensure_port_free(serve.LOOPBACK, args.port)
+    say(f"ingress: http://{serve.LOOPBACK}:{args.port}{prefix}/ -> {backend.rstrip('/')}/")
+    web.run_app(
+        cors.proxy_app(backend.rstrip("/"), origins, serve.MAX_BODY, prefix),
+        host=serve.LOOPBACK,
+        port=args.port,
+        print=None,
+        access_log=None,
+    )
+    return 0

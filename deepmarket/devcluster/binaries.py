@@ -1,5 +1,6 @@
 """Find or build the control-plane binaries: etcd, kube-apiserver, kube-controller-manager,
-kube-scheduler, kubectl and kwok.
+kube-scheduler, kubectl and kwok; and, for the real node, kubelet and kube-proxy (built from the
+same wrapper module, only when asked for).
 
 Order of preference, per binary:
 
@@ -42,6 +43,10 @@ NAMES = (
     "kwok",
 )
 K8S_TOOLS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
+# The real node's binaries: a separate `go build` of the same module, so a cluster without a
+# real node never waits for them.
+NODE_NAMES = ("kubelet", "kube-proxy")
+ALL_NAMES = NAMES + NODE_NAMES
 
 TOOLS_DIR = Path(__file__).resolve().parents[2] / "tools"
 
@@ -80,7 +85,7 @@ class Binaries:
         return [
             f"{name:<24} {self.versions.get(name, '?'):<10} {self.paths[name]}"
             f"  ({self.sources.get(name, '?')})"
-            for name in NAMES
+            for name in ALL_NAMES
             if name in self.paths
         ]
 
@@ -156,6 +161,13 @@ def build_groups(tools_dir: Path = TOOLS_DIR, build_date: str = "") -> list[Grou
             k8s,
             k8s_ldflags(k8s, build_date),
         ),
+        Group(
+            tools_dir / "k8s",
+            tuple(f"k8s.io/kubernetes/cmd/{n}" for n in NODE_NAMES),
+            NODE_NAMES,
+            k8s,
+            k8s_ldflags(k8s, build_date),
+        ),
     ]
 
 
@@ -224,7 +236,9 @@ class _Probes:
 
 
 def find_binaries(
-    env: Mapping[str, str] = os.environ, tools_dir: Path = TOOLS_DIR
+    env: Mapping[str, str] = os.environ,
+    tools_dir: Path = TOOLS_DIR,
+    names: tuple[str, ...] = NAMES,
 ) -> tuple[Binaries, list[str], list[str]]:
     """Look everywhere but build nothing. Returns (found, missing names, notes)."""
     pinned = pinned_versions(tools_dir)
@@ -234,7 +248,7 @@ def find_binaries(
     missing: list[str] = []
     notes: list[str] = []
     assets = env.get("KUBEBUILDER_ASSETS")
-    for name in NAMES:
+    for name in names:
         want = pinned[name]
         if assets and (Path(assets) / name).is_file():
             path = Path(assets) / name
@@ -338,10 +352,12 @@ def ensure_binaries(
     env: Mapping[str, str] = os.environ,
     tools_dir: Path = TOOLS_DIR,
     build: bool = True,
+    names: tuple[str, ...] = NAMES,
 ) -> Binaries:
-    """Return every binary, building the missing ones into the cache (unless `build` is off)."""
+    """Return the `names` binaries, building the missing ones into the cache (unless `build`
+    is off)."""
     say = progress or (lambda msg: print(msg, file=sys.stderr, flush=True))
-    found, missing, notes = find_binaries(env, tools_dir)
+    found, missing, notes = find_binaries(env, tools_dir, names)
     if not missing:
         return found
     cache = cache_dir(env, tools_dir)
@@ -356,7 +372,7 @@ def ensure_binaries(
         say(note)
     with _locked(cache.parent / f"{cache.name}.lock"):
         # Another process may have built them while we waited for the lock.
-        found, missing, _ = find_binaries(env, tools_dir)
+        found, missing, _ = find_binaries(env, tools_dir, names)
         if not missing:
             return found
         stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -368,11 +384,11 @@ def ensure_binaries(
         staging.mkdir(parents=True)
         try:
             for group in groups:
-                hint = (
-                    "; a cold build takes ~15 min on 2 cores, later builds reuse Go's cache"
-                    if group.names == K8S_TOOLS
-                    else ""
-                )
+                hint = {
+                    K8S_TOOLS: "; a cold build takes ~15 min on 2 cores, later builds reuse "
+                    "Go's cache",
+                    NODE_NAMES: "; ~2 min once the control plane's build filled Go's cache",
+                }.get(group.names, "")
                 say(
                     f"building {', '.join(group.names)} {group.version} with go build "
                     f"(module {group.module_dir.relative_to(tools_dir.parent)}){hint}"
@@ -390,7 +406,7 @@ def ensure_binaries(
                 say(f"built {', '.join(group.names)} in {time.monotonic() - started:.0f}s")
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        found, missing, _ = find_binaries(env, tools_dir)
+        found, missing, _ = find_binaries(env, tools_dir, names)
     if missing:
         raise BinariesUnavailable(f"{', '.join(missing)} still missing after the build")
     return found

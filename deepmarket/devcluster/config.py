@@ -80,8 +80,15 @@ def etcd_args(data_dir: Path, ports: Ports) -> list[str]:
 
 
 def apiserver_args(
-    pki: Pki, ports: Ports, cert_dir: Path, audit_policy: Path | None, audit_log: Path | None
+    pki: Pki,
+    ports: Ports,
+    cert_dir: Path,
+    audit_policy: Path | None,
+    audit_log: Path | None,
+    node_ip: str | None = None,
 ) -> list[str]:
+    """`node_ip`: the host's address, set when a real node joins: its pods reach the apiserver
+    there through the `kubernetes` Service, and its kubelet serves logs and exec there."""
     args = [
         "--advertise-address=127.0.0.1",
         "--bind-address=127.0.0.1",
@@ -97,9 +104,24 @@ def apiserver_args(
         "--authorization-mode=RBAC",
         f"--service-cluster-ip-range={SERVICE_CIDR}",
         "--allow-privileged=true",
-        # No kubelets, no Service endpoints for the apiserver itself: nothing to reconcile.
-        "--endpoint-reconciler-type=none",
     ]
+    if node_ip:
+        client_cert, client_key = pki.client("apiserver-kubelet-client")
+        args = [a for a in args if not a.startswith(("--advertise-address", "--bind-address"))]
+        args = [a.replace("=RBAC", "=Node,RBAC") for a in args]
+        args += [
+            f"--advertise-address={node_ip}",
+            # Pods cannot reach 127.0.0.1 of the host; TLS and client certificates guard it.
+            "--bind-address=0.0.0.0",
+            "--endpoint-reconciler-type=lease",
+            "--enable-admission-plugins=NodeRestriction",
+            "--kubelet-preferred-address-types=InternalIP,Hostname",
+            f"--kubelet-client-certificate={client_cert}",
+            f"--kubelet-client-key={client_key}",
+        ]
+    else:
+        # No kubelets, no Service endpoints for the apiserver itself: nothing to reconcile.
+        args.append("--endpoint-reconciler-type=none")
     if audit_policy and audit_log:
         args += [
             f"--audit-policy-file={audit_policy}",

@@ -121,6 +121,7 @@ class ControlPlane:
         progress: Callable[[str], None] | None = None,
         timeout: float = 120.0,
         apiserver_args: Sequence[str] = (),
+        node_ip: str | None = None,
     ) -> None:
         self.binaries = binaries
         self._own_dir = workdir is None
@@ -133,6 +134,7 @@ class ControlPlane:
         self.say = progress or (lambda _msg: None)
         self.timeout = timeout
         self.apiserver_extra = list(apiserver_args)  # e.g. --enable-admission-plugins=…
+        self.node_ip = node_ip  # set when a real node joins (see realnode.py)
         self.procs: dict[str, subprocess.Popen] = {}
         self.commands: dict[str, list[str]] = {}
         self.ports: Ports | None = None
@@ -317,7 +319,9 @@ class ControlPlane:
             (self.workdir / "owner.pid").write_text(str(os.getpid()))
         (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
         self.ports = Ports(*free_ports(6))
-        self.pki = write_pki(self.workdir / "pki")
+        self.pki = write_pki(
+            self.workdir / "pki", extra_ips=(self.node_ip,) if self.node_ip else ()
+        )
         self.kubeconfig.write_text(json.dumps(config.kubeconfig(self.server, self.pki), indent=1))
         audit_policy = audit_log = None
         if self.audit:
@@ -330,7 +334,12 @@ class ControlPlane:
         self._spawn(
             "kube-apiserver",
             config.apiserver_args(
-                self.pki, self.ports, self.workdir / "apiserver-certs", audit_policy, audit_log
+                self.pki,
+                self.ports,
+                self.workdir / "apiserver-certs",
+                audit_policy,
+                audit_log,
+                self.node_ip,
             )
             + self.apiserver_extra,
         )

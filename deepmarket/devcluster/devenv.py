@@ -11,10 +11,12 @@ import fcntl
 import json
 import os
 import shutil
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 from deepmarket.devcluster import processes
+from deepmarket.devcluster.binaries import Binaries
 from deepmarket.devcluster.config import GPU_RESOURCE, NodeSpec, cpu_nodes, gpu_nodes
 from deepmarket.devcluster.controlplane import (
     ControlPlane,
@@ -22,6 +24,7 @@ from deepmarket.devcluster.controlplane import (
     api_request,
     stop_recorded,
 )
+from deepmarket.devcluster.realnode import RealNode, host_ip
 from deepmarket.errors import UserError
 
 Say = Callable[[str], None]
@@ -89,6 +92,30 @@ def export_line(env: Mapping[str, str] = os.environ) -> str:
     return f"export KUBECONFIG={kubeconfig_path(env)}"
 
 
+def _real_node_plan(say: Say, env: Mapping[str, str]) -> tuple[Binaries, Path] | None:
+    """Node binaries and images when this machine can run the real node, else None (said in
+    one line, with how to fix it)."""
+    from deepmarket.devcluster import images, realnode
+    from deepmarket.devcluster.binaries import NODE_NAMES, BinariesUnavailable, ensure_binaries
+
+    why = realnode.missing_prerequisites()
+    if not why:
+        realnode.recover(say)
+        other = realnode.read_record()
+        if other is not None:
+            why = [f"another cluster's real node runs on this machine (dir {other['base']})"]
+    if why:
+        say(f"no real node (pods stay simulated): {'; '.join(why)}")
+        return None
+    try:
+        node_binaries = ensure_binaries(say, env=env, names=NODE_NAMES)
+        archive = images.node_archive(say, env)
+    except (BinariesUnavailable, images.ImagesUnavailable) as exc:
+        say(f"no real node (pods stay simulated): {exc}")
+        return None
+    return node_binaries, archive
+
+
 @contextlib.contextmanager
 def state_lock(home: Path) -> Iterator[None]:
     """One `up` or `down` at a time per state directory: two at once would start two control
@@ -117,12 +144,12 @@ def state_lock(home: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def up(say: Say, env: Mapping[str, str] = os.environ) -> int:
+def up(say: Say, env: Mapping[str, str] = os.environ, real_node: bool = True) -> int:
     with state_lock(dev_dir(env)):
-        return _up(say, env)
+        return _up(say, env, real_node)
 
 
-def _up(say: Say, env: Mapping[str, str] = os.environ) -> int:
+def _up(say: Say, env: Mapping[str, str] = os.environ, real_node: bool = True) -> int:
     home = dev_dir(env)
     state = read_state(env)
     if running(state):
@@ -131,9 +158,11 @@ def _up(say: Say, env: Mapping[str, str] = os.environ) -> int:
         return 0
     if state:
         say("cleaning up a dev cluster that is no longer complete")
+        _stop_real_node(home)
         stop_recorded(state)
     shutil.rmtree(home / "cluster", ignore_errors=True)
     home.mkdir(parents=True, exist_ok=True)
+    plan = _real_node_plan(say, env) if real_node else None
     nodes = dev_nodes()
     say(
         f"starting etcd, kube-apiserver, controller-manager, scheduler and kwok with "
@@ -145,9 +174,30 @@ def _up(say: Say, env: Mapping[str, str] = os.environ) -> int:
         nodes=nodes,
         die_with_parent=False,
         progress=say,
+        node_ip=host_ip() if plan else None,
     )
     cp.start()
+    real = False
+    if plan:
+        from deepmarket.devcluster.images import PAUSE_IMAGE
+
+        say("starting the real node: containerd, kubelet, kube-proxy")
+        node = RealNode(
+            cp,
+            images=[plan[1]],
+            pause_image=PAUSE_IMAGE,
+            binaries=plan[0],
+            die_with_parent=False,
+            progress=say,
+        )
+        try:
+            node.start()
+            node.detach()
+            real = True
+        except UserError as exc:
+            say(f"no real node (pods stay simulated): {exc}")
     recorded = cp.detach()
+    recorded["real_node"] = real
     (home / "state.json").write_text(json.dumps(recorded, indent=1))
     # The well-known path: a copy, so `down` removing cluster/ never leaves a dangling link.
     kubeconfig_path(env).write_text(cp.kubeconfig.read_text())
@@ -168,12 +218,28 @@ def _down(say: Say, env: Mapping[str, str] = os.environ) -> int:
     if not state:
         say("no dev cluster is recorded; nothing to stop")
         return 0
+    if _stop_real_node(home):
+        say("real node stopped; its processes, mounts, bridge, iptables chains and cgroups removed")
     stopped = stop_recorded(state)
     shutil.rmtree(home / "cluster", ignore_errors=True)
     for name in ("state.json", "kubeconfig"):
         (home / name).unlink(missing_ok=True)
     say(f"dev cluster stopped ({', '.join(stopped) or 'nothing was running'}); data removed")
     return 0
+
+
+def _stop_real_node(home: Path) -> bool:
+    """Tear down the real node recorded for this dev cluster (none: False)."""
+    from deepmarket.devcluster import realnode
+
+    record = realnode.read_record()
+    if not record or record.get("cluster") != str(home / "cluster"):
+        return False
+    with realnode._host_lock():
+        problems = realnode.teardown(record)
+    for problem in problems:
+        print(f"warning: {problem}", file=sys.stderr)
+    return True
 
 
 def status(env: Mapping[str, str] = os.environ) -> int:
@@ -185,5 +251,12 @@ def status(env: Mapping[str, str] = os.environ) -> int:
     print(f"dev cluster: running at {state['server']} ({_readiness(state)})")
     for name, pid in state["pids"].items():
         print(f"  {name:<24} pid {pid:<8} rss {processes.rss_kib(pid) / 1024:.0f} MiB")
+    from deepmarket.devcluster import realnode
+
+    record = realnode.read_record()
+    if state.get("real_node") and record:
+        for name, pid in record.get("pids", {}).items():
+            alive = "" if processes.alive(pid) else " (not running)"
+            print(f"  {name:<24} pid {pid:<8} rss {processes.rss_kib(pid) / 1024:.0f} MiB{alive}")
     print(export_line(env))
     return 0

@@ -26,6 +26,8 @@ COMPONENT_USERS = {
     "kube-controller-manager": "system:kube-controller-manager",
     "kube-scheduler": "system:kube-scheduler",
     "kwok": "kwok",
+    # The apiserver's identity towards kubelets (logs, exec, port-forward on the real node).
+    "apiserver-kubelet-client": "kube-apiserver-kubelet-client",
 }
 
 
@@ -107,8 +109,10 @@ def _cert(
     return builder.sign(issuer_key, hashes.SHA256())
 
 
-def write_pki(directory: Path) -> Pki:
-    """Create every certificate and key the control plane needs under `directory`."""
+def write_pki(directory: Path, extra_ips: tuple[str, ...] = ()) -> Pki:
+    """Create every certificate and key the control plane needs under `directory`;
+    `extra_ips` are more addresses the apiserver is reached at (the real node's pods reach it
+    at the host's address)."""
     directory.mkdir(parents=True, exist_ok=True)
     pki = Pki(
         *(
@@ -142,6 +146,7 @@ def write_pki(directory: Path) -> Pki:
             x509.DNSName("kubernetes.default.svc.cluster.local"),
             x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
             x509.IPAddress(ipaddress.ip_address(SERVICE_IP)),
+            *(x509.IPAddress(ipaddress.ip_address(ip)) for ip in extra_ips),
         ],
     )
     admin_key = _key()
@@ -204,3 +209,17 @@ def issue_user(pki: Pki, user: str, groups: tuple[str, ...] = ()) -> tuple[Path,
     key_path.write_bytes(_pem_key(key))
     key_path.chmod(0o600)
     return cert_path, key_path
+
+
+def write_client_cert(pki: Pki, component: str, user: str, org: str | None = None) -> None:
+    """A client certificate for `user` (in group `org`) signed by the cluster's CA, stored as
+    `component`'s (see `Pki.client`): the real node's kubelet and kube-proxy identities."""
+    ca = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes())
+    ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    key = _key()
+    cert = _cert(_name(user, org), key, ca.subject, ca_key, usage=[ExtendedKeyUsageOID.CLIENT_AUTH])
+    cert_path, key_path = pki.client(component)
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(_pem_key(key))
+    key_path.chmod(0o600)

@@ -6,6 +6,11 @@
 - `namespace` (function): a fresh namespace, ready for pods, enforcing the restricted Pod
   Security Standard, deleted afterwards.
 
+- `real_node` / `real_cluster` (module): a control plane of its own with the real node joined
+  (kubelet + containerd + kube-proxy, the module images imported); `real_cluster` is its
+  ControlPlane. Tests using them get the `realnode` marker too. Only one real node runs on a
+  machine, so a second test run waits for the first one's node (up to 15 minutes).
+
 Tests using them get the `cluster` marker automatically. Without binaries and without Go the
 fixture skips with the reason (tests/conftest.py turns that into a failure under CI=true).
 """
@@ -20,23 +25,36 @@ from collections.abc import Iterator
 import pytest
 
 from deepmarket.controller.tenancy import RESTRICTED_LABELS
-from deepmarket.devcluster.binaries import Binaries, BinariesUnavailable, ensure_binaries
+from deepmarket.devcluster.binaries import (
+    NODE_NAMES,
+    Binaries,
+    BinariesUnavailable,
+    ensure_binaries,
+)
 from deepmarket.devcluster.config import cpu_nodes, gpu_nodes
 from deepmarket.devcluster.controlplane import ControlPlane
+from deepmarket.devcluster.realnode import RealNode
 
 SESSION_GPU_NODES = 2
 GPUS_PER_NODE = 8
+REAL_FIXTURES = {"real_node", "real_cluster", "real_namespace"}
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "cluster: needs the local Kubernetes control plane")
+    config.addinivalue_line(
+        "markers", "realnode: needs the real node (kubelet, containerd, runc; root)"
+    )
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if {"cluster", "namespace", "cluster_binaries"} & set(getattr(item, "fixturenames", ())):
+        names = set(getattr(item, "fixturenames", ()))
+        if {"cluster", "namespace", "cluster_binaries", *REAL_FIXTURES} & names:
             item.add_marker(pytest.mark.cluster)
+        if REAL_FIXTURES & names:
+            item.add_marker(pytest.mark.realnode)
 
 
 def _sigterm_as_interrupt() -> None:
@@ -72,6 +90,10 @@ def cluster(cluster_binaries: Binaries) -> Iterator[ControlPlane]:
 
 @pytest.fixture
 def namespace(cluster: ControlPlane, request: pytest.FixtureRequest) -> Iterator[str]:
+    yield from _namespace(cluster, request)
+
+
+def _namespace(cluster: ControlPlane, request: pytest.FixtureRequest) -> Iterator[str]:
     base = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
     name = f"{base or 'test'}-{uuid.uuid4().hex[:6]}"
     status, body = cluster.request(
@@ -93,3 +115,45 @@ def namespace(cluster: ControlPlane, request: pytest.FixtureRequest) -> Iterator
     )
     yield name
     cluster.request("DELETE", f"/api/v1/namespaces/{name}")
+
+
+@pytest.fixture(scope="module")
+def real_node(cluster_binaries: Binaries) -> Iterator[RealNode]:
+    from deepmarket.devcluster import images, realnode
+
+    why = realnode.missing_prerequisites()
+    if why:
+        pytest.skip(f"real node unavailable: {'; '.join(why)}")
+    try:
+        node_binaries = ensure_binaries(names=NODE_NAMES)
+        archive = images.node_archive(lambda _m: None)
+    except (BinariesUnavailable, images.ImagesUnavailable) as exc:
+        pytest.skip(f"real node unavailable: {exc}")
+    _sigterm_as_interrupt()
+    cp = ControlPlane(
+        binaries=cluster_binaries,
+        controllers=True,
+        nodes=gpu_nodes(1, GPUS_PER_NODE),
+        audit_log=True,
+        node_ip=realnode.host_ip(),
+    )
+    with cp:
+        node = realnode.RealNode(
+            cp,
+            images=[archive],
+            pause_image=images.PAUSE_IMAGE,
+            binaries=node_binaries,
+            wait_busy=900,
+        )
+        with node:
+            yield node
+
+
+@pytest.fixture(scope="module")
+def real_cluster(real_node: RealNode) -> ControlPlane:
+    return real_node.cp
+
+
+@pytest.fixture
+def real_namespace(real_cluster: ControlPlane, request: pytest.FixtureRequest) -> Iterator[str]:
+    yield from _namespace(real_cluster, request)

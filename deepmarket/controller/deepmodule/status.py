@@ -23,6 +23,7 @@ from deepmarket.controller.tenancy import parse_quota_exceeded, quota_message
 _STUCK_WAITING = {
     "ImagePullBackOff",
     "ErrImagePull",
+    "ErrImageNeverPull",  # imagePullPolicy Never and the image is not on the node
     "InvalidImageName",
     "CrashLoopBackOff",
     "CreateContainerConfigError",

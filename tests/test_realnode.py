@@ -1,0 +1,284 @@
+"""The dev cluster's real node: pods really run (kubelet + containerd + runc), Services work
+through kube-proxy, pods reach the apiserver, `kubectl logs` and `exec` work, and only
+workloads meant for the node land there.
+
+One control plane with the real node for this module (`real_node` fixture); pods use the
+locally built Python base image (`deepmarket dev images`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.request
+
+import pytest
+
+from deepmarket.devcluster import images, nodeconfig
+from deepmarket.devcluster.config import GPU_RESOURCE
+
+pytestmark = [pytest.mark.cluster, pytest.mark.realnode]
+
+NODE = nodeconfig.NODE_NAME
+HTTP_SERVER = (
+    "import http.server, os; os.makedirs('/tmp/www', exist_ok=True); "
+    "open('/tmp/www/index.html', 'w').write('hello from ' + os.environ['HOSTNAME']); "
+    "os.chdir('/tmp/www'); "
+    "http.server.test(HandlerClass=http.server.SimpleHTTPRequestHandler, port=8080, "
+    "bind='0.0.0.0')"
+)
+
+
+def pod(name: str, command: list[str], *, real: bool = True, **spec: object) -> dict:
+    body: dict = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": {"app": name}},
+        "spec": {
+            "containers": [
+                {
+                    "name": "main",
+                    "image": images.BASE_IMAGE,
+                    "imagePullPolicy": "Never",
+                    "command": command,
+                    "ports": [{"containerPort": 8080}],
+                    # the namespaces enforce the restricted Pod Security Standard
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": 1000,
+                        "allowPrivilegeEscalation": False,
+                        "capabilities": {"drop": ["ALL"]},
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                }
+            ],
+            "terminationGracePeriodSeconds": 1,
+            **(nodeconfig.placement() if real else {}),
+            **spec,
+        },
+    }
+    return body
+
+
+def create(cluster, ns: str, obj: dict) -> None:
+    cluster.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(obj))
+
+
+def get_pod(cluster, ns: str, name: str) -> dict:
+    status, body = cluster.request("GET", f"/api/v1/namespaces/{ns}/pods/{name}")
+    assert status == 200, body
+    return body
+
+
+def wait_pod(cluster, ns: str, name: str, check, what: str, timeout: float = 180) -> dict:
+    seen: dict = {}
+
+    def ok() -> bool:
+        seen["pod"] = get_pod(cluster, ns, name)
+        return check(seen["pod"])
+
+    try:
+        cluster.wait_for(ok, f"pod {name}: {what}", timeout=timeout)
+    except Exception:
+        events = cluster.kubectl("get", "events", "-n", ns, check=False).stdout
+        pytest.fail(
+            f"pod {name} never {what}: {json.dumps(seen.get('pod', {}).get('status'))}\n{events}"
+        )
+    return seen["pod"]
+
+
+def is_ready(p: dict) -> bool:
+    return any(
+        c["type"] == "Ready" and c["status"] == "True"
+        for c in p.get("status", {}).get("conditions", [])
+    )
+
+
+def http_get(url: str, timeout: float = 5) -> str:
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
+        return resp.read().decode()
+
+
+def eventually_get(cluster, url: str, what: str) -> str:
+    got: dict = {}
+
+    def answers() -> bool:
+        try:
+            got["text"] = http_get(url)
+            return True
+        except OSError:
+            return False
+
+    cluster.wait_for(answers, what, timeout=60)
+    return got["text"]
+
+
+# --- the node --------------------------------------------------------------------------------
+
+
+def test_node_registers_with_its_own_identity_taint_and_labels(real_cluster):
+    status, node = real_cluster.request("GET", f"/api/v1/nodes/{NODE}")
+    assert status == 200
+    assert node["metadata"]["labels"][nodeconfig.REAL_NODE_LABEL] == "true"
+    assert {
+        "key": nodeconfig.REAL_NODE_LABEL,
+        "value": "true",
+        "effect": "NoSchedule",
+    } in node["spec"]["taints"]
+    info = node["status"]["nodeInfo"]
+    assert info["kubeletVersion"] == "v1.37.2"
+    assert info["containerRuntimeVersion"].startswith("containerd://")
+    assert GPU_RESOURCE not in node["status"]["allocatable"]
+    # The kubelet writes as system:node:<name>: its heartbeats are authorized by the Node
+    # authorizer, not by an admin certificate.
+    writes = [
+        (e["verb"], e["user"]["username"])
+        for e in real_cluster.audit_events()
+        if e.get("objectRef", {}).get("resource") == "nodes"
+        and e.get("objectRef", {}).get("name") == NODE
+    ]
+    assert ("create", f"system:node:{NODE}") in writes
+    assert ("patch", f"system:node:{NODE}") in writes or ("update", f"system:node:{NODE}") in writes
+    assert not [w for w in writes if w[1] == "deepmarket-admin"]
+    # ... and the Node authorizer keeps it to its own Node object.
+    as_node = ("--as", f"system:node:{NODE}", "--as-group", "system:nodes")
+    other = real_cluster.kubectl("label", "node", "gpu-node-1", "x=y", *as_node, check=False)
+    assert other.returncode != 0 and "only its own Node object" in other.stderr
+    own = real_cluster.kubectl("annotate", "node", NODE, "x=y", *as_node, check=False)
+    assert own.returncode == 0, own.stderr
+
+
+# --- pods ------------------------------------------------------------------------------------
+
+
+def test_pod_really_serves_through_a_service_logs_and_exec(real_cluster, real_namespace):
+    ns = real_namespace
+    web = pod("web", ["python3", "-c", HTTP_SERVER])
+    web["spec"]["containers"][0]["readinessProbe"] = {
+        "httpGet": {"path": "/", "port": 8080},
+        "periodSeconds": 1,
+    }
+    create(real_cluster, ns, web)
+    create(
+        real_cluster,
+        ns,
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "web"},
+            "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]},
+        },
+    )
+    p = wait_pod(real_cluster, ns, "web", is_ready, "Ready")
+    assert p["spec"]["nodeName"] == NODE
+    assert http_get(f"http://{p['status']['podIP']}:8080/") == "hello from web"
+    _, svc = real_cluster.request("GET", f"/api/v1/namespaces/{ns}/services/web")
+    via_service = eventually_get(
+        real_cluster, f"http://{svc['spec']['clusterIP']}/", "the Service via kube-proxy"
+    )
+    assert via_service == "hello from web"
+    logs = real_cluster.kubectl("logs", "-n", ns, "web").stdout
+    assert "GET / HTTP/1.1" in logs
+    out = real_cluster.kubectl("exec", "-n", ns, "web", "--", "python3", "-c", "print(6 * 7)")
+    assert out.stdout.strip() == "42"
+
+
+def test_pod_reaches_the_apiserver_through_the_kubernetes_service(real_cluster, real_namespace):
+    ns = real_namespace
+    script = (
+        "import json, os, ssl, urllib.request\n"
+        "sa = '/var/run/secrets/kubernetes.io/serviceaccount'\n"
+        "ctx = ssl.create_default_context(cafile=sa + '/ca.crt')\n"
+        "host = os.environ['KUBERNETES_SERVICE_HOST']\n"
+        "port = os.environ['KUBERNETES_SERVICE_PORT']\n"
+        "token = open(sa + '/token').read()\n"
+        "req = urllib.request.Request(f'https://{host}:{port}/version',\n"
+        "    headers={'Authorization': 'Bearer ' + token})\n"
+        "with urllib.request.urlopen(req, context=ctx, timeout=20) as resp:\n"
+        "    print(host, json.loads(resp.read())['gitVersion'])\n"
+    )
+    create(
+        real_cluster,
+        ns,
+        pod("api-client", ["python3", "-c", script], restartPolicy="Never"),
+    )
+    wait_pod(
+        real_cluster,
+        ns,
+        "api-client",
+        lambda p: p["status"].get("phase") in ("Succeeded", "Failed"),
+        "finished",
+    )
+    logs = real_cluster.kubectl("logs", "-n", ns, "api-client").stdout
+    assert logs.split() == ["10.0.0.1", "v1.37.2"], logs
+    assert get_pod(real_cluster, ns, "api-client")["status"]["phase"] == "Succeeded"
+
+
+def test_only_workloads_meant_for_the_real_node_land_there(real_cluster, real_namespace):
+    ns = real_namespace
+    # An ordinary pod (no toleration) and a GPU pod stay on the simulated nodes.
+    create(real_cluster, ns, pod("plain", ["sleep", "3600"], real=False))
+    gpu = pod("gpu", ["sleep", "3600"], real=False)
+    gpu["spec"]["containers"][0]["resources"] = {"limits": {GPU_RESOURCE: "1"}}
+    gpu["spec"]["tolerations"] = [{"key": GPU_RESOURCE, "operator": "Exists"}]
+    create(real_cluster, ns, gpu)
+    for name in ("plain", "gpu"):
+        p = wait_pod(real_cluster, ns, name, lambda p: p["spec"].get("nodeName"), "scheduled")
+        assert p["spec"]["nodeName"] != NODE
+    # A GPU pod that insists on the real node stays Pending: the node has no GPUs.
+    wants = pod("gpu-on-real", ["sleep", "3600"])
+    wants["spec"]["containers"][0]["resources"] = {"limits": {GPU_RESOURCE: "1"}}
+    create(real_cluster, ns, wants)
+    p = wait_pod(
+        real_cluster,
+        ns,
+        "gpu-on-real",
+        lambda p: any(
+            c["type"] == "PodScheduled" and c.get("reason") == "Unschedulable"
+            for c in p.get("status", {}).get("conditions", [])
+        ),
+        "reported Unschedulable",
+    )
+    assert not p["spec"].get("nodeName")
+
+
+def test_jobs_run_to_completion_or_failure_and_limits_hold(real_cluster, real_namespace):
+    ns = real_namespace
+    for name, code in (("ok", 0), ("bad", 3)):
+        create(
+            real_cluster,
+            ns,
+            pod(
+                name,
+                ["python3", "-c", f"print('done'); raise SystemExit({code})"],
+                restartPolicy="Never",
+            ),
+        )
+    ok = wait_pod(
+        real_cluster, ns, "ok", lambda p: p["status"].get("phase") == "Succeeded", "Succeeded"
+    )
+    bad = wait_pod(
+        real_cluster, ns, "bad", lambda p: p["status"].get("phase") == "Failed", "Failed"
+    )
+    assert ok["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 0
+    assert bad["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 3
+    # A memory limit is enforced by the kernel: allocating past it is an OOM kill.
+    hog = pod(
+        "hog",
+        ["python3", "-c", "x = bytearray(200 * 2**20); print(len(x))"],
+        restartPolicy="Never",
+    )
+    hog["spec"]["containers"][0]["resources"] = {
+        "limits": {"memory": "64Mi", "cpu": "500m"},
+    }
+    create(real_cluster, ns, hog)
+    done = wait_pod(
+        real_cluster, ns, "hog", lambda p: p["status"].get("phase") == "Failed", "OOM-killed"
+    )
+    assert done["status"]["containerStatuses"][0]["state"]["terminated"]["reason"] == "OOMKilled"
+
+
+def test_node_reports_this_machines_capacity_and_address(real_cluster, real_node):
+    _, node = real_cluster.request("GET", f"/api/v1/nodes/{NODE}")
+    assert int(node["status"]["capacity"]["cpu"]) == os.cpu_count()
+    addresses = {a["type"]: a["address"] for a in node["status"]["addresses"]}
+    assert addresses["InternalIP"] == real_node.plan.node_ip

@@ -1,0 +1,201 @@
+"""The real node's pure decisions: configuration, the pod network, what to undo on the host,
+which images to build and when to rebuild them. No root, no processes."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+
+import pytest
+
+from deepmarket.devcluster import hoststate, images, nodeconfig
+from deepmarket.devcluster.config import Ports, apiserver_args
+from deepmarket.devcluster.nodeconfig import NodePlan, NodePorts
+from deepmarket.devcluster.pki import write_pki
+
+
+def plan(tmp_path: Path) -> NodePlan:
+    return NodePlan(
+        base=tmp_path / "node",
+        node_ip="192.0.2.2",
+        pod_cidr="10.85.0.0/24",
+        ports=NodePorts(10250, 10248, 10256, 10249),
+        ca_cert=tmp_path / "ca.crt",
+    )
+
+
+def test_pod_network_avoids_the_machines_and_the_clusters_ranges():
+    assert nodeconfig.choose_pod_cidr(["192.0.2.0/24", "10.88.0.0/16"]) == "10.85.0.0/24"
+    assert nodeconfig.choose_pod_cidr(["10.85.0.0/16", "10.86.0.7/32"]) == "10.87.0.0/24"
+    assert nodeconfig.choose_pod_cidr(["default", "fe80::/64", "10.85.0.0/24"]) == "10.86.0.0/24"
+    with pytest.raises(ValueError, match="overlaps"):
+        nodeconfig.choose_pod_cidr(["10.0.0.0/8"])
+    for candidate in nodeconfig.POD_CIDR_CANDIDATES:
+        assert not candidate.startswith(("10.0.", "10.244.", "10.88."))
+
+
+def test_kubelet_config_fits_a_cgroup_v1_host_without_cap_sys_resource(tmp_path):
+    config = nodeconfig.kubelet_config(plan(tmp_path))
+    assert config["failCgroupV1"] is False and config["cgroupDriver"] == "cgroupfs"
+    assert config["oomScoreAdj"] == 0 and config["maxOpenFiles"] == 20000
+    # logs/exec only for the apiserver's client certificate, never anonymous
+    assert config["authentication"]["anonymous"]["enabled"] is False
+    assert config["authorization"]["mode"] == "Webhook"
+    assert config["readOnlyPort"] == 0
+    assert config["registerWithTaints"] == [nodeconfig.TAINT]
+    assert all(v == "0%" for v in config["evictionHard"].values())
+    assert config["containerRuntimeEndpoint"] == "unix:///run/deepmarket/node/containerd.sock"
+
+
+def test_containerd_keeps_every_state_dir_under_the_nodes_own_dir(tmp_path):
+    text = nodeconfig.containerd_config(plan(tmp_path), images.PAUSE_IMAGE)
+    base = str(tmp_path / "node")
+    for key in ("root", "state", "path", "Root", "conf_dir"):
+        values = [
+            line.split("=", 1)[1].strip().strip('"')
+            for line in text.splitlines()
+            if line.strip().startswith(f"{key} =")
+        ]
+        assert values and all(v.startswith(base) for v in values), key
+    assert "restrict_oom_score_adj = true" in text and "SystemdCgroup = false" in text
+    assert f'sandbox_image = "{images.PAUSE_IMAGE}"' in text
+
+
+def test_cni_bridge_uses_the_chosen_range_and_no_masquerading(tmp_path):
+    conf = nodeconfig.cni_conflist(plan(tmp_path))
+    bridge = conf["plugins"][0]
+    assert bridge["bridge"] == nodeconfig.BRIDGE and bridge["ipMasq"] is False
+    assert bridge["ipam"]["ranges"] == [[{"subnet": "10.85.0.0/24", "gateway": "10.85.0.1"}]]
+
+
+def test_kube_proxy_writes_no_sysctls(tmp_path):
+    config = nodeconfig.kube_proxy_config(plan(tmp_path), tmp_path / "kp.kubeconfig")
+    assert config["mode"] == "iptables"
+    assert config["iptables"]["localhostNodePorts"] is False  # else route_localnet=1
+    assert set(config["conntrack"].values()) == {0, "0s"}
+    assert json.loads(nodeconfig.to_json(config)) == config
+
+
+def test_kubelet_runs_in_a_namespace_that_shows_it_the_sysctls_it_wants(tmp_path):
+    p = plan(tmp_path)
+    cmd = nodeconfig.namespaced_command(p, ["/bin/kubelet", "--v=1"])
+    assert cmd[:4] == ["unshare", "--mount", "--propagation", "unchanged"]
+    script = cmd[cmd.index("-ec") + 1]
+    assert script.startswith("mount --make-rslave /proc; ")  # never leak to the host's /proc
+    for key in nodeconfig.KUBELET_SYSCTLS:
+        assert f"/proc/sys/{key}" in script
+    assert script.endswith('exec "$@"') and cmd[-2:] == ["/bin/kubelet", "--v=1"]
+    shlex.split(script)  # well-formed
+
+
+def test_apiserver_for_a_real_node_uses_node_authorization_and_lease_endpoints(tmp_path):
+    pki = write_pki(tmp_path / "pki", extra_ips=("192.0.2.2",))
+    ports = Ports(1, 2, 3, 4, 5, 6)
+    plain = apiserver_args(pki, ports, tmp_path, None, None)
+    assert "--endpoint-reconciler-type=none" in plain and "--authorization-mode=RBAC" in plain
+    real = apiserver_args(pki, ports, tmp_path, None, None, node_ip="192.0.2.2")
+    assert "--authorization-mode=Node,RBAC" in real
+    assert "--advertise-address=192.0.2.2" in real
+    assert "--endpoint-reconciler-type=lease" in real
+    assert "--enable-admission-plugins=NodeRestriction" in real
+    assert any(a.startswith("--kubelet-client-certificate=") for a in real)
+    assert not [a for a in real if a.startswith("--advertise-address=127")]
+
+
+IPT_BEFORE = """\
+*filter
+:INPUT ACCEPT [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT ACCEPT [0:0]
+:DOCKER-USER - [0:0]
+-A FORWARD -j DOCKER-USER
+COMMIT
+"""
+IPT_AFTER = """\
+*filter
+:INPUT ACCEPT [10:20]
+:FORWARD DROP [0:0]
+:OUTPUT ACCEPT [0:0]
+:DOCKER-USER - [0:0]
+:KUBE-FIREWALL - [0:0]
+:KUBE-FORWARD - [0:0]
+-A INPUT -j KUBE-FIREWALL
+-A FORWARD -j DOCKER-USER
+-A FORWARD -m comment --comment "kubernetes forwarding rules" -j KUBE-FORWARD
+-A KUBE-FIREWALL ! -s 127.0.0.0/8 -d 127.0.0.0/8 -j DROP
+COMMIT
+*nat
+:PREROUTING ACCEPT [0:0]
+:KUBE-SERVICES - [0:0]
+-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES
+COMMIT
+"""
+
+
+def test_iptables_undo_removes_only_the_nodes_chains_and_jumps():
+    before = hoststate.parse_iptables_save(IPT_BEFORE)
+    after = hoststate.parse_iptables_save(IPT_AFTER)
+    steps = hoststate.iptables_undo(before, after)
+    assert ["-t", "filter", "-D", "INPUT", "-j", "KUBE-FIREWALL"] in steps
+    assert [
+        "-t", "filter", "-D", "FORWARD", "-m", "comment", "--comment",
+        "kubernetes forwarding rules", "-j", "KUBE-FORWARD",
+    ] in steps  # fmt: skip
+    assert ["-t", "nat", "-X", "KUBE-SERVICES"] in steps
+    assert not [s for s in steps if "DOCKER-USER" in s]
+    # deletes come before flushes, flushes before chain removals
+    kinds = [s[2] for s in steps if s[1] == "filter"]
+    assert kinds == sorted(kinds, key=["-D", "-F", "-X"].index)
+    # counters are not differences; nothing to undo on an unchanged host
+    assert hoststate.iptables_undo(before, before) == []
+    assert hoststate.parse_iptables_save(IPT_AFTER)["filter"][0] == ":INPUT ACCEPT"
+
+
+def test_mounts_to_undo_are_the_new_ones_under_the_nodes_dirs_deepest_first():
+    before = ["/", "/run/netns/theirs"]
+    now = [*before, "/x/node/kubelet", "/x/node/kubelet/pods/a/tmpfs", "/run/netns/cni-1", "/y"]
+    assert hoststate.mounts_to_undo(now, before, [Path("/x/node"), Path("/run/netns")]) == [
+        "/x/node/kubelet/pods/a/tmpfs",
+        "/run/netns/cni-1",
+        "/x/node/kubelet",
+    ]
+
+
+def test_differences_name_what_changed():
+    a = hoststate.Snapshot(links=["eth0"], sysctls={"net/ipv4/ip_forward": "0"})
+    b = hoststate.Snapshot(links=["eth0", "dm-cni0"], sysctls={"net/ipv4/ip_forward": "1"})
+    assert hoststate.differences(a, a) == []
+    assert hoststate.differences(a, b) == [
+        "links: added dm-cni0",
+        "sysctl net/ipv4/ip_forward: 0 -> 1",
+    ]
+
+
+def test_module_images_take_the_catalogs_names_for_their_source_directory(tmp_path):
+    modules = tmp_path / "modules"
+    (modules / "digits").mkdir(parents=True)
+    (modules / "digits" / "Dockerfile").write_text("FROM python:3.11-slim\n")
+    (modules / "no-dockerfile").mkdir()
+    entries = [
+        {
+            "links": {"source_code": "https://github.com/x/y/tree/main/examples/modules/digits"},
+            "runtime": {"image": "ghcr.io/x/digits:1.0.0"},
+        },
+        {"links": {"source_code": "https://github.com/x/other"}, "runtime": {"image": "o:1"}},
+    ]
+    (found,) = images.catalog_images(modules, entries)
+    assert found.directory == modules / "digits" and found.names == ("ghcr.io/x/digits:1.0.0",)
+
+
+def test_a_changed_module_file_changes_its_image_key(tmp_path):
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "api.py").write_text("A = 1\n")
+    key = images.content_key(tmp_path, "base-1")
+    (tmp_path / "pkg" / "__pycache__").mkdir()
+    (tmp_path / "pkg" / "__pycache__" / "api.pyc").write_bytes(b"junk")
+    assert images.content_key(tmp_path, "base-1") == key  # caches do not count
+    assert images.content_key(tmp_path, "base-2") != key  # a new base rebuilds
+    (tmp_path / "pkg" / "api.py").write_text("A = 2\n")
+    assert images.content_key(tmp_path, "base-1") != key
+    assert images.archive_name("ghcr.io/x/digits:1.0.0", "abc") == "digits_1.0.0-abc.tar"
