@@ -271,6 +271,21 @@ class Demo:
 
     # child processes ----------------------------------------------------------------------
 
+    def host_operator_reason(self, state: Mapping[str, Any] | None) -> str:
+        """Which operator runs the demo, and why: the host process reads this checkout's
+        catalog (and its git repository) directly. The in-cluster one that `deepmarket dev up`
+        installs on the real node is scaled to 0 meanwhile, so exactly one operator acts."""
+        if not (state and state.get("operator") == "in-cluster"):
+            return "a host process (no in-cluster operator: the dev cluster has no real node)"
+        ns, name = "deepmarket-system", "deepmarket-operator"
+        self._kubectl("scale", "-n", ns, f"deployment/{name}", "--replicas=0")
+        self._kubectl("rollout", "status", "-n", ns, f"deployment/{name}", "--timeout=110s")
+        return (
+            f"a host process reading this checkout; the in-cluster one ({ns}/{name}, installed "
+            f"by `deepmarket dev up`) is scaled to 0 meanwhile (`kubectl -n {ns} scale "
+            f"deployment/{name} --replicas=2` brings it back)"
+        )
+
     def _spawn(self, name: str, args: Sequence[str]) -> subprocess.Popen:
         from deepmarket.devcluster import processes
 
@@ -405,6 +420,7 @@ class Demo:
             "apply", "--server-side", "-f", "-", stdin=json.dumps(namespace_manifest(cfg.namespace))
         )
         self.wait_discoverable()
+        self.say(f"    operator: {self.host_operator_reason(state)}")
         self._spawn(
             "operator",
             [

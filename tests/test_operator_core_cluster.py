@@ -291,6 +291,7 @@ def failed_deployment_writes(cluster, mark: int, ns: str) -> list[float]:
         ref = ev.get("objectRef", {})
         if (
             ev.get("stage") == "ResponseComplete"
+            and ev.get("verb") in ("create", "update", "patch", "delete")  # reads are logged too
             and ev.get("user", {}).get("username") == SA_USER
             and ref.get("resource") == "deployments"
             and ref.get("namespace") == ns

@@ -18,11 +18,12 @@ import pytest
 import yaml
 
 from deepmarket.controller import runner
+from deepmarket.devcluster import images, nodeconfig
 from deepmarket.devcluster.controlplane import free_ports
 
 ROOT = Path(__file__).resolve().parents[1]
 # What controller/Dockerfile copies from the repository (.dockerignore lets only these through).
-CONTEXT = ("pyproject.toml", "README.md", "deepmarket", "controller/requirements.txt")
+CONTEXT = images.OPERATOR_CONTEXT
 
 
 def _requirements() -> dict[str, str]:
@@ -189,3 +190,40 @@ def test_readyz_answers_what_ready_says_and_healthz_what_healthy_says():
             await site.cleanup()
 
     assert asyncio.run(main()) == [200, 503, 200, 503]
+
+
+def test_operator_context_and_its_key(tmp_path):
+    ctx = tmp_path / "ctx"
+    images.operator_context(ROOT, ctx)
+    assert sorted(p.name for p in ctx.iterdir()) == [
+        "README.md",
+        "controller",
+        "deepmarket",
+        "pyproject.toml",
+    ]
+    assert not list(ctx.rglob("__pycache__")) and not list(ctx.rglob("*.egg-info"))
+    assert (ctx / "controller" / "Dockerfile").is_file()
+    key = images.content_key(ctx, "base")
+    (ctx / "deepmarket" / "controller" / "runner.py").write_text("# changed\n")
+    assert images.content_key(ctx, "base") != key
+    assert images.content_key(ctx, "other-base") != images.content_key(ctx, "base")
+
+
+def test_dev_overlay_runs_the_local_image_on_the_real_node():
+    docs = _kustomize(ROOT / "overlays" / "dev")
+    (deploy,) = [d for d in docs if d["kind"] == "Deployment"]
+    pod = deploy["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["image"] == images.OPERATOR_IMAGE
+    assert container["imagePullPolicy"] == "Never"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    placement = nodeconfig.placement()
+    assert pod["nodeSelector"] == placement["nodeSelector"]
+    assert [{k: v for k, v in t.items()} for t in pod["tolerations"]] == placement["tolerations"]
+    assert deploy["spec"]["replicas"] == 2 and "--leader-elect" in container["args"]
+    # Everything else is the production install, unchanged.
+    base = _kustomize(ROOT / "controller")
+    assert sorted((d["kind"], d["metadata"]["name"]) for d in base) == sorted(
+        (d["kind"], d["metadata"]["name"]) for d in docs
+    )

@@ -214,8 +214,13 @@ def kubeconfig(
     }
 
 
+# The operator's ServiceAccount (controller/rbac/service_account.yaml), as the apiserver names it.
+OPERATOR_USER = "system:serviceaccount:deepmarket-system:deepmarket-operator"
+
+
 def audit_policy() -> dict:
-    """One Metadata-level event per write call (create/update/patch/delete), nothing else."""
+    """One Metadata-level event per write call (create/update/patch/delete), and the operator's
+    reads too (its RBAC is checked against every call it makes), nothing else."""
     return {
         "apiVersion": "audit.k8s.io/v1",
         "kind": "Policy",
@@ -225,6 +230,7 @@ def audit_policy() -> dict:
                 "level": "Metadata",
                 "verbs": ["create", "update", "patch", "delete", "deletecollection"],
             },
+            {"level": "Metadata", "users": [OPERATOR_USER], "verbs": ["get", "list", "watch"]},
             {"level": "None"},
         ],
     }

@@ -196,8 +196,12 @@ def _up(say: Say, env: Mapping[str, str] = os.environ, real_node: bool = True) -
             real = True
         except UserError as exc:
             say(f"no real node (pods stay simulated): {exc}")
+    operator = (
+        "in-cluster" if real and install_operator(cp.kubectl_path, cp.kubeconfig, say) else ""
+    )
     recorded = cp.detach()
     recorded["real_node"] = real
+    recorded["operator"] = operator
     (home / "state.json").write_text(json.dumps(recorded, indent=1))
     # The well-known path: a copy, so `down` removing cluster/ never leaves a dangling link.
     kubeconfig_path(env).write_text(cp.kubeconfig.read_text())
@@ -205,6 +209,44 @@ def _up(say: Say, env: Mapping[str, str] = os.environ, real_node: bool = True) -
     say(f"try: {cp.kubectl_path} --kubeconfig {kubeconfig_path(env)} get nodes")
     print(export_line(env))
     return 0
+
+
+OVERLAY = Path(__file__).resolve().parents[2] / "overlays" / "dev"
+OPERATOR_DEPLOYMENT = ("deepmarket-system", "deepmarket-operator")
+
+
+def install_operator(kubectl: Path, kubeconfig: Path, say: Say, timeout: float = 300) -> bool:
+    """`kubectl apply -k overlays/dev` (the operator's image, built locally, on the real node)
+    and wait until its pods are Ready. False, said in one line, when it does not come up: the
+    cluster stays usable and `deepmarket demo` runs the operator as a host process instead."""
+    import subprocess
+
+    def kubectl_run(*args: str, limit: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(kubectl), "--kubeconfig", str(kubeconfig), *args],
+            capture_output=True, text=True, timeout=limit, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    ns, name = OPERATOR_DEPLOYMENT
+    say(f"installing the operator: kubectl apply -k {OVERLAY.relative_to(OVERLAY.parents[1])}")
+    steps = (
+        ("apply", "--server-side", "--force-conflicts", "-k", str(OVERLAY)),
+        ("rollout", "status", "-n", ns, f"deployment/{name}", f"--timeout={timeout:.0f}s"),
+    )
+    for args in steps:
+        try:
+            done = kubectl_run(*args, limit=timeout + 30)
+        except subprocess.TimeoutExpired:
+            done = None
+        if done is None or done.returncode != 0:
+            why = done.stderr.strip().splitlines()[-1:] if done else ["timed out"]
+            say(
+                f"the in-cluster operator did not come up ({'; '.join(why)}); see `kubectl -n {ns} "
+                "describe pods`. The demo runs it as a host process instead"
+            )
+            return False
+    say(f"operator running in the cluster: {ns}/{name}, 2 replicas Ready (leader election)")
+    return True
 
 
 def down(say: Say, env: Mapping[str, str] = os.environ) -> int:

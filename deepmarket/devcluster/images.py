@@ -3,6 +3,8 @@ registry.
 
 - a Python base, Debian bookworm's python3 (3.11, as `python:3.11-slim`) from `debootstrap
   --variant=minbase`, imported with podman; the sandbox ("pause") image shares its only layer;
+- the operator (`controller/Dockerfile`, `--build-arg BASE=<base>`) from a context holding only
+  what its Dockerfile copies, tagged `OPERATOR_IMAGE` (the dev overlay's image);
 - each module in `examples/modules/*` from its own Dockerfile with `podman build --from <base>`
   (the Dockerfile is unchanged, so it still builds on GitHub from the public base), tagged with
   the exact image names of the catalog entries whose source code is that directory.
@@ -32,6 +34,12 @@ ROOT = Path(__file__).resolve().parents[2]
 MODULES_DIR = ROOT / "examples" / "modules"
 BASE_IMAGE = "localhost/deepmarket/python:3.11-bookworm"
 PAUSE_IMAGE = "localhost/deepmarket/pause:1"
+OPERATOR_IMAGE = "localhost/deepmarket/operator:dev"  # overlays/dev names it
+# controller/Dockerfile copies rclone from this (its RCLONE argument): Docker Hub's
+# rclone/rclone is out of reach here, so an image holds this machine's rclone at that path.
+RCLONE_IMAGE = "localhost/deepmarket/rclone:host"
+# What controller/Dockerfile copies (and .dockerignore lets through on GitHub).
+OPERATOR_CONTEXT = ("pyproject.toml", "README.md", "deepmarket", "controller/requirements.txt")
 SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
 # python-is-python3: Dockerfiles say `python`; passwd: they add users; ca-certificates: pip.
@@ -263,6 +271,103 @@ def build_module(module: ModuleImage, base: Built, say: Say, cache: Path) -> Bui
     return Built(module.names[0], module.names, out, False, seconds)
 
 
+def operator_context(root: Path, into: Path) -> None:
+    """Copy what the operator's Dockerfile needs (`OPERATOR_CONTEXT`) from `root` into `into`."""
+    for rel in OPERATOR_CONTEXT:
+        src, dst = root / rel, into / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(
+                src, dst, ignore=shutil.ignore_patterns(*SKIP_PARTS, "*.egg-info", "*.pyc")
+            )
+        else:
+            shutil.copyfile(src, dst)
+    (into / "controller" / "Dockerfile").write_bytes((root / "controller/Dockerfile").read_bytes())
+
+
+def build_rclone(cache: Path) -> str:
+    """`RCLONE_IMAGE`: this machine's rclone as /usr/local/bin/rclone in an image of its own
+    (imported again only when the binary changes). Returns its content key."""
+    found = shutil.which("rclone")
+    if not found:
+        raise ImagesUnavailable("missing rclone: run `bash scripts/install-system-deps.sh`")
+    binary = Path(found).resolve()
+    key = hashlib.sha256(binary.read_bytes()).hexdigest()[:16]
+    stamp = cache / f"rclone-{key}.stamp"
+    if stamp.is_file() and _podman_has(RCLONE_IMAGE):
+        return key
+    with tempfile.TemporaryDirectory(prefix="deepmarket-rclone-", dir=cache) as tmp:
+        root = Path(tmp) / "root" / "usr" / "local" / "bin"
+        root.mkdir(parents=True)
+        shutil.copy2(binary, root / "rclone")
+        tar = Path(tmp) / "rclone.tar"
+        _run(["tar", "--numeric-owner", "-C", str(Path(tmp) / "root"), "-cf", str(tar), "."], "tar")
+        _run(["podman", "import", "-q", str(tar), RCLONE_IMAGE], "podman import of rclone")
+    for stale in cache.glob("rclone-*.stamp"):
+        stale.unlink(missing_ok=True)
+    stamp.write_text(str(binary))
+    return key
+
+
+def build_operator(base: Built, say: Say, cache: Path, root: Path = ROOT) -> Built:
+    """The operator's image from controller/Dockerfile on the local base (cached by content)."""
+    with tempfile.TemporaryDirectory(prefix="deepmarket-operator-", dir=cache) as tmp:
+        context = Path(tmp)
+        operator_context(root, context)
+        _check_tools()
+        key = content_key(context, base.archive.name + build_rclone(cache))
+        out = cache / archive_name(OPERATOR_IMAGE, key)
+        if out.is_file():
+            # The tag is fixed ("dev"): make sure it names this build, not another checkout's.
+            _run(["podman", "load", "-q", "-i", str(out)], f"podman load of {OPERATOR_IMAGE}")
+            return Built(OPERATOR_IMAGE, (OPERATOR_IMAGE,), out, True, 0.0)
+        started = time.monotonic()
+        say(f"building {OPERATOR_IMAGE} from controller/Dockerfile (about a minute)")
+        _run(
+            [
+                "podman",
+                "build",
+                "-q",
+                "--pull=never",
+                "--network",
+                "host",
+                "--build-arg",
+                f"BASE={BASE_IMAGE}",
+                "--build-arg",
+                f"RCLONE={RCLONE_IMAGE}",
+                "-t",
+                OPERATOR_IMAGE,
+                "-f",
+                str(context / "controller" / "Dockerfile"),
+                str(context),
+            ],
+            "podman build of controller/Dockerfile",
+        )
+    partial = out.with_suffix(".partial")
+    _run(
+        ["podman", "save", "-q", "--format", "docker-archive", "-o", str(partial), OPERATOR_IMAGE],
+        "podman save",
+    )
+    partial.replace(out)
+    for stale in cache.glob(archive_name(OPERATOR_IMAGE, "*")):
+        if stale != out:
+            stale.unlink(missing_ok=True)
+    seconds = time.monotonic() - started
+    say(f"built {OPERATOR_IMAGE} in {seconds:.0f}s ({image_size(OPERATOR_IMAGE)})")
+    return Built(OPERATOR_IMAGE, (OPERATOR_IMAGE,), out, False, seconds)
+
+
+def image_size(image: str) -> str:
+    """The image's size as podman reports it (e.g. "98.5 MB"), or "size unknown"."""
+    out = subprocess.run(
+        ["podman", "image", "inspect", "--format", "{{.Size}}", image],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    if out.returncode != 0 or not out.stdout.strip().isdigit():
+        return "size unknown"
+    return f"{int(out.stdout.strip()) / 1e6:.1f} MB"
+
+
 def module_images(catalog_root: Path = ROOT) -> list[ModuleImage]:
     from deepmarket.catalog import load_catalog
 
@@ -275,7 +380,7 @@ def build_all(say: Say, env: Mapping[str, str] = os.environ) -> list[Built]:
     """The pause image, the base and every module image (cached ones are not rebuilt)."""
     cache = images_dir(env)
     base, pause = build_base(say, cache)
-    built = [pause, base]
+    built = [pause, base, build_operator(base, say, cache)]
     for module in module_images():
         built.append(build_module(module, base, say, cache))
     return built
