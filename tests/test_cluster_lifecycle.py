@@ -109,7 +109,8 @@ def test_dev_up_twice_status_kubectl_and_down(cluster_binaries, tmp_path):
     env = {**os.environ, "DEEPMARKET_DEV_DIR": str(tmp_path / "dev")}
     kubeconfig = tmp_path / "dev" / "kubeconfig"
     try:
-        first = _dev(env, "up")
+        # The simulated fleet alone (the real node's lifecycle: test_realnode_lifecycle.py).
+        first = _dev(env, "up", "--no-real-node")
         assert first.returncode == 0, first.stderr
         assert first.stdout.strip() == f"export KUBECONFIG={kubeconfig}"
         state = read_state(env)
