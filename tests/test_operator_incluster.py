@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -211,6 +212,24 @@ def test_install_runs_two_ready_operator_pods_on_the_real_node(installed):
     cluster.wait_for(
         lambda: holder(cluster) in {p["metadata"]["name"] for p in pods}, "a leader", timeout=120
     )
+
+
+def test_the_webhook_receiver_answers_through_its_service(installed, user_ns):
+    cluster = installed["cluster"]
+    status, svc = cluster.request("GET", f"/api/v1/namespaces/{NS}/services/deepmarket-webhook")
+    assert status == 200, svc
+    url = (
+        f"http://{svc['spec']['clusterIP']}:{svc['spec']['ports'][0]['port']}"
+        f"/hooks/catalogsources/{user_ns}/nothing-here"
+    )
+    req = urllib.request.Request(
+        url, data=b"{}", method="POST", headers={"Content-Type": "application/json"}
+    )
+    # Through kube-proxy to a replica, which looks the CatalogSource up as its ServiceAccount.
+    with pytest.raises(urllib.error.HTTPError) as answer:
+        urllib.request.urlopen(req, timeout=30)
+    assert answer.value.code == 404
+    assert f"no CatalogSource {user_ns}/nothing-here" in answer.value.read().decode()
 
 
 def test_it_reconciles_as_its_serviceaccount_from_its_pod(installed, user_ns):
