@@ -689,18 +689,35 @@ def test_a_sidecar_host_network_and_an_extra_env_added_by_hand_are_reverted(op, 
         }
     }
 
-    def clean() -> bool:
-        spec = get(cluster, path)["spec"]["template"]["spec"]
+    def is_clean(deployment: dict) -> bool:
+        spec = deployment["spec"]["template"]["spec"]
         names = [c["name"] for c in spec["containers"]]
         env = [e["name"] for e in spec["containers"][0].get("env") or []]
         return names == ["deepaas"] and "EXTRA" not in env and not spec.get("hostNetwork")
 
     for _ in range(2):
-        cluster.kubectl(
-            "patch", "-n", namespace, "deployment/pure", "--type=strategic", "-p", json.dumps(edit)
+        # The patch's own answer proves the edit landed; a later GET could already see the
+        # operator's revert (it reacts to the watch event within milliseconds).
+        patched = cluster.kubectl(
+            "patch", "-n", namespace, "deployment/pure", "--type=strategic", "-p", json.dumps(edit),
+            "-o", "json",
+        )  # fmt: skip
+        assert not is_clean(json.loads(patched.stdout))
+        cluster.wait_for(
+            lambda: is_clean(get(cluster, path)), "sidecar, hostNetwork and EXTRA removed"
         )
-        assert not clean()
-        cluster.wait_for(clean, "sidecar, hostNetwork and EXTRA removed")
+
+    def rolled_out() -> bool:
+        d = get(cluster, path)
+        st, want = d.get("status", {}), d["spec"].get("replicas", 1)
+        return st.get("observedGeneration") == d["metadata"]["generation"] and all(
+            st.get(k) == want for k in ("replicas", "updatedReplicas", "availableReplicas")
+        )
+
+    # The reverts start rollouts of their own; the DeepModule's status follows them (legitimate
+    # writes). Let them finish before counting writes.
+    cluster.wait_for(rolled_out, "the reverted Deployment rolled out", timeout=120)
+    settle(cluster, namespace)
     wait_ready(cluster, namespace, "pure")
     # The same revert twice is one Event counted twice (client-go's aggregation).
     reverts = [
