@@ -279,7 +279,13 @@ class Demo:
             return "a host process (no in-cluster operator: the dev cluster has no real node)"
         ns, name = "deepmarket-system", "deepmarket-operator"
         self._kubectl("scale", "-n", ns, f"deployment/{name}", "--replicas=0")
-        self._kubectl("rollout", "status", "-n", ns, f"deployment/{name}", "--timeout=110s")
+        # Gone, not only Terminating: a leader still shutting down could write beside ours.
+        deadline = time.monotonic() + 90
+        selector = f"app.kubernetes.io/name={name}"
+        while self._kubectl("get", "pods", "-n", ns, "-l", selector, "-o", "name").strip():
+            if time.monotonic() > deadline:
+                raise UserError(f"the in-cluster operator's pods in {ns} did not stop in 90 s")
+            time.sleep(1)
         return (
             f"a host process reading this checkout; the in-cluster one ({ns}/{name}, installed "
             f"by `deepmarket dev up`) is scaled to 0 meanwhile (`kubectl -n {ns} scale "
