@@ -277,7 +277,16 @@ def test_deleting_the_leader_hands_over_without_duplicate_writes(installed, user
     hpa = f"/apis/autoscaling/v2/namespaces/{user_ns}/horizontalpodautoscalers/plants"
     cluster.wait_for(lambda: cluster.request("GET", hpa)[0] == 404, "the HPA deleted", 120)
     acting = time.monotonic() - started
-    print(f"failover: lease handed over {handed:.1f}s, first reconcile {acting:.1f}s after delete")
+    cluster.wait_for(
+        lambda: cluster.request("GET", f"/api/v1/namespaces/{NS}/pods/{old}")[0] == 404,
+        "the old leader's pod gone",
+        120,
+    )
+    gone = time.monotonic() - started
+    print(
+        f"failover: lease handed over {handed:.1f}s, first reconcile {acting:.1f}s, "
+        f"old pod gone {gone:.1f}s after delete"
+    )
     events = writes(sa_calls(cluster, mark))
     by_pod: dict[str, list[str]] = {}
     for e in events:
