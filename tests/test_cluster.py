@@ -323,9 +323,9 @@ def test_audit_log_records_write_calls(cluster, namespace):
             e
             for e in cluster.audit_events(mark)
             if e.get("objectRef", {}).get("namespace") == namespace
-            and e["objectRef"].get("resource") == "configmaps"
+            and e.get("objectRef", {}).get("resource") == "configmaps"
             # not kube-root-ca.crt, which the controller-manager creates in every namespace
-            and e["objectRef"].get("name") == "audited"
+            and e.get("objectRef", {}).get("name") == "audited"
         ]
 
     cluster.wait_for(lambda: len(mine()) >= 1, "the audit event", timeout=10)
@@ -337,8 +337,8 @@ def test_audit_log_records_write_calls(cluster, namespace):
     # Each component writes under its own name, so a test can tell its writes from theirs.
     def root_ca_by_controller_manager() -> bool:
         return any(
-            e["objectRef"].get("namespace") == namespace
-            and e["objectRef"].get("name") == "kube-root-ca.crt"
+            e.get("objectRef", {}).get("namespace") == namespace
+            and e.get("objectRef", {}).get("name") == "kube-root-ca.crt"
             and e["user"]["username"] == "system:kube-controller-manager"
             for e in cluster.audit_events()
         )
@@ -356,9 +356,9 @@ def test_audit_log_records_write_calls(cluster, namespace):
         return {
             e["user"]["username"]
             for e in cluster.audit_events(mark)
-            if e["objectRef"].get("namespace") == namespace
-            and e["objectRef"].get("name") == "audited"
-            and e["objectRef"].get("resource") == "pods"
+            if e.get("objectRef", {}).get("namespace") == namespace
+            and e.get("objectRef", {}).get("name") == "audited"
+            and e.get("objectRef", {}).get("resource") == "pods"
         }
 
     # The scheduler creates the binding, kwok patches the status.
