@@ -22,6 +22,7 @@ from deepmarket.controller import (
 from deepmarket.controller.deepmodule.resolve import Runtime
 from deepmarket.controller.merge import overlay
 from deepmarket.controller.options import Options
+from deepmarket.controller.podspec import restricted_container_security
 
 SERVICE_PORT = 80
 GPU = "nvidia.com/gpu"
@@ -97,16 +98,6 @@ def _env(rt: Runtime) -> list[dict[str, Any]]:
     return env
 
 
-def _container_security() -> dict[str, Any]:
-    # PodSecurity "restricted": no privilege escalation, no capabilities, non-root, seccomp.
-    return {
-        "allowPrivilegeEscalation": False,
-        "capabilities": {"drop": ["ALL"]},
-        "runAsNonRoot": True,
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-
-
 def _probe(path: str, **extra: int) -> dict[str, Any]:
     return {"httpGet": {"path": path, "port": "http"}, **extra}
 
@@ -125,7 +116,7 @@ def deepaas_container(rt: Runtime) -> dict[str, Any]:
             "/v2/", periodSeconds=STARTUP_PERIOD_S, failureThreshold=STARTUP_FAILURES
         ),
         "resources": _resources(rt),
-        "securityContext": _container_security(),
+        "securityContext": restricted_container_security(),
     }
     if not container["env"]:
         del container["env"]
@@ -149,7 +140,7 @@ def _weights_init(rt: Runtime, options: Options) -> dict[str, Any]:
         "args": ["copy", ":webdav:", "/weights", "--stats-one-line"],
         "env": [{"name": "RCLONE_WEBDAV_URL", "value": rt.weights.url}],
         "volumeMounts": [{"name": "weights", "mountPath": "/weights"}],
-        "securityContext": _container_security(),
+        "securityContext": restricted_container_security(),
     }
     if rt.weights.secret:
         init["envFrom"] = [{"secretRef": {"name": rt.weights.secret}}]

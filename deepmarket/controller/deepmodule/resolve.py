@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from deepmarket.catalog.model import Catalog
+from deepmarket.controller.podspec import catalog_resources
 
 DEFAULT_PORT = 5000
 DEFAULT_TARGET_CPU = 80
@@ -73,20 +74,6 @@ class Runtime:
     env: tuple[dict[str, Any], ...] = ()
     env_from: tuple[dict[str, Any], ...] = ()
     pod_template: dict[str, Any] = field(default_factory=dict)
-
-
-def _catalog_resources(res: Mapping[str, Any]) -> dict[str, Any]:
-    """AI4OS-style numbers (cpu, memory_MB, gpu, gpu_memory_MB) → DeepModule field names."""
-    out: dict[str, Any] = {}
-    if res.get("cpu") is not None:
-        out["cpu"] = res["cpu"]
-    if res.get("memory_MB") is not None:
-        out["memory"] = f"{int(res['memory_MB'])}Mi"
-    if res.get("gpu") is not None:
-        out["gpu"] = int(res["gpu"])
-    if res.get("gpu_memory_MB"):
-        out["gpuMemoryMB"] = int(res["gpu_memory_MB"])
-    return out
 
 
 def _scaling(spec: Mapping[str, Any]) -> Scaling:
@@ -166,7 +153,7 @@ def resolve(
     image = spec.get("image") or (module.image if module else "")
     if not image:
         raise SpecProblem("InvalidSpec", f"catalog module {module_id!r} has no runtime.image")
-    merged = _catalog_resources(module.resources("inference")) if module else {}
+    merged = catalog_resources(module.resources("inference")) if module else {}
     merged.update(spec.get("resources") or {})
     resources = Resources(
         cpu=None if merged.get("cpu") is None else str(merged["cpu"]),

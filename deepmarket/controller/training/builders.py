@@ -18,6 +18,7 @@ from typing import Any
 
 from deepmarket.controller import DEEPMODULE_API, MANAGED_BY, MANAGED_BY_LABEL
 from deepmarket.controller.merge import overlay
+from deepmarket.controller.podspec import restricted_container_security
 from deepmarket.controller.training import step
 from deepmarket.controller.training.resolve import DATA_DIR, Folder, Training
 
@@ -112,15 +113,6 @@ def train_env(
     return env
 
 
-def _security() -> dict[str, Any]:
-    return {
-        "allowPrivilegeEscalation": False,
-        "capabilities": {"drop": ["ALL"]},
-        "runAsNonRoot": True,
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-
-
 def _resources(training: Training) -> dict[str, Any]:
     requests: dict[str, Any] = {}
     limits: dict[str, Any] = {}
@@ -175,7 +167,7 @@ def pod_template(
         "command": ["python3", STEP_PATH],
         "env": train_env(name, training, progress_url, token),
         "resources": _resources(training),
-        "securityContext": _security(),
+        "securityContext": restricted_container_security(),
         "terminationMessagePolicy": "File",  # the step writes its outcome there, as JSON
         "volumeMounts": [
             {**tools_mount, "readOnly": True},
@@ -188,7 +180,7 @@ def pod_template(
         "name": "tools",
         "image": tools_image,
         "command": ["python3", "-c", TOOLS_SCRIPT],
-        "securityContext": _security(),
+        "securityContext": restricted_container_security(),
         "volumeMounts": [tools_mount],
     }
     spec: dict[str, Any] = {

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from deepmarket.catalog.model import Catalog
+from deepmarket.controller.podspec import catalog_resources
 
 DATA_DIR = "/srv/data"
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -79,19 +80,6 @@ def _folder(data: Mapping[str, Any], side: str, fallback_secret: str | None) -> 
     return Folder(url.rstrip("/"), secret, vendor_of(url, spec.get("vendor")))
 
 
-def _catalog_resources(res: Mapping[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if res.get("cpu") is not None:
-        out["cpu"] = res["cpu"]
-    if res.get("memory_MB") is not None:
-        out["memory"] = f"{int(res['memory_MB'])}Mi"
-    if res.get("gpu") is not None:
-        out["gpu"] = int(res["gpu"])
-    if res.get("gpu_memory_MB"):
-        out["gpuMemoryMB"] = int(res["gpu_memory_MB"])
-    return out
-
-
 def _module(spec: Mapping[str, Any], catalog: Catalog | None) -> Any:
     module_id = spec.get("module")
     if not module_id:
@@ -155,7 +143,7 @@ def resolve(spec: Mapping[str, Any], catalog: Catalog | None) -> Training:
     image = spec.get("image") or (module.image if module else "")
     if not image:
         raise SpecProblem("InvalidSpec", "set spec.image or a catalog spec.module")
-    merged = _catalog_resources(module.resources("training")) if module else {}
+    merged = catalog_resources(module.resources("training")) if module else {}
     merged.update(spec.get("resources") or {})
     data = spec.get("data") or {}
     input_ = _folder(data, "input", None)
