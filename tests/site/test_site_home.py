@@ -7,7 +7,14 @@ long enough to be painted while it still loads.
 
 from __future__ import annotations
 
+import functools
+import http.server
+import re
+import threading
+import time
 from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from sitekit import MKDOCS_YML, static_server
@@ -29,12 +36,69 @@ new PerformanceObserver((list) => {
 
 
 @pytest.fixture(scope="module")
-def big_site(tmp_path_factory):
+def big_build(tmp_path_factory):
     root = tmp_path_factory.mktemp("catalog-1000")
     modules = write_catalog(root, 1000)
     out = build_site(MKDOCS_YML, site_dir=root / "public", catalog=root, deploy_base_url="")
+    return out, modules
+
+
+@pytest.fixture(scope="module")
+def big_site(big_build):
+    out, modules = big_build
     with static_server(out) as (url, _):
         yield url, modules
+
+
+def home_in_pieces(out: Path) -> Iterator[bytes]:
+    """The home page cut before every tag of its controls and count: each piece is sent alone."""
+    page = (out / "index.html").read_bytes()
+    cuts = []
+    for first, last in [
+        (b'<form class="dm-controls"', b'<div class="dm-facets">'),
+        (b'<p class="dm-count"', b'<li class="dm-card"'),
+    ]:
+        start, end = page.index(first), page.index(last) + len(last)
+        cuts += [start + m.start() for m in re.finditer(rb"<", page[start:end])]
+    pos = 0
+    for cut in [*cuts, len(page)]:
+        yield page[pos:cut]
+        pos = cut
+
+
+@pytest.fixture(scope="module")
+def trickled_site(big_build):
+    """The big site, its home page sent in pieces with pauses between them: the browser paints
+    every partial state of the controls, as it does by chance on a loaded machine."""
+    out, _ = big_build
+
+    class Trickle(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            if self.path.split("?")[0] != "/":
+                return super().do_GET()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.end_headers()
+            for piece in home_in_pieces(out):
+                self.wfile.write(piece)
+                self.wfile.flush()
+                time.sleep(0.05)  # long enough for a frame to be painted in between
+            self.close_connection = True
+
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(Trickle, directory=str(out))
+    )
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
 
 
 @pytest.mark.parametrize(
@@ -62,6 +126,23 @@ def test_no_layout_shift_while_the_home_page_loads(browser, big_site, query, vie
         shifts = page.evaluate("window.__shifts")
         assert shifts == [], f"layout shifts (CLS {sum(s['value'] for s in shifts):.4f}): {shifts}"
         assert page.is_visible(".dm-controls")
+    finally:
+        context.close()
+
+
+@pytest.mark.parametrize("query", ["", "?category=trainable&tag=plants&sort=name"])
+def test_no_layout_shift_when_the_controls_are_painted_half_parsed(browser, trickled_site, query):
+    # The sort <select> grew with each option and the Clear button, parsed last, pushed it aside.
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        context.add_init_script(CLS_OBSERVER)
+        page = context.new_page()
+        page.goto(trickled_site + query, wait_until="load", timeout=120_000)
+        page.wait_for_selector("html:not(.dm-pending)", state="attached")
+        page.evaluate("() => new Promise(r => requestAnimationFrame(() => setTimeout(r, 300)))")
+        shifts = page.evaluate("window.__shifts")
+        assert shifts == [], f"layout shifts (CLS {sum(s['value'] for s in shifts):.4f}): {shifts}"
+        assert page.is_visible(".dm-controls .dm-sort")
     finally:
         context.close()
 
