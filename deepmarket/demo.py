@@ -148,6 +148,7 @@ class Row:
     replicas: str  # "ready/wanted"
     url: str
     runs: str = "simulated"  # "real node" when its pods really run
+    current: bool = True  # the status answers the DeepModule's latest spec (observedGeneration)
 
     @property
     def is_ready(self) -> bool:
@@ -174,15 +175,30 @@ def status_rows(items: Sequence[Mapping[str, Any]], real: Collection[str] = ()) 
                 replicas=f"{status.get('readyReplicas') or 0}/{status.get('replicas') or 0}",
                 url=status.get("externalURL") or status.get("url") or "-",
                 runs="real node" if item["metadata"]["name"] in real else "simulated",
+                current=int(status.get("observedGeneration") or 0)
+                >= int(item["metadata"].get("generation") or 0),
             )
         )
     return rows
 
 
 def settled(row: Row, base_url: str) -> bool:
-    """Ready, and reconciled by this run's operator: a DeepModule left by an earlier demo can
-    be Ready with another run's `externalURL` until the new operator has passed over it."""
-    return row.is_ready and row.url == module_base(base_url, row.module)
+    """Ready for its latest spec, and reconciled by this run's operator: a DeepModule left by
+    an earlier demo can be Ready with another run's `externalURL` until the new operator has
+    passed over it, and the real node's placement (a later generation) keeps the Ready of the
+    simulated pods until the operator has looked at it."""
+    return row.is_ready and row.current and row.url == module_base(base_url, row.module)
+
+
+def endpoints_only_on(slices: Sequence[Mapping[str, Any]], node: str) -> bool:
+    """A Service's EndpointSlices list only ready endpoints on `node` (at least one): a
+    DeepModule first rolled out on a simulated node keeps that pod's endpoint (a KWOK address
+    nothing answers on) until the move to the real node has removed it."""
+    endpoints = [e for s in slices for e in s.get("endpoints") or []]
+    return bool(endpoints) and all(
+        e.get("nodeName") == node and (e.get("conditions") or {}).get("ready") is not False
+        for e in endpoints
+    )
 
 
 def not_ready_detail(items: Sequence[Mapping[str, Any]], names: Sequence[str]) -> str:
@@ -557,6 +573,7 @@ class Demo:
         if status != 200:
             raise UserError(f"the Service of {TRY_MODULE} is missing ({status}): {svc}")
         in_cluster = f"http://{svc['spec']['clusterIP']}:{svc['spec']['ports'][0]['port']}"
+        self.wait_served_from_real_node(in_cluster)
         self.check_module(in_cluster + "/", model)
         self._spawn(
             "ingress",
@@ -574,6 +591,42 @@ class Demo:
         api = module_base(self.base_url, TRY_MODULE)
         self._wait_http("ingress", api + "v2/models/", self.cfg.serve_timeout)
         self.check_module(api, model)
+
+    def wait_served_from_real_node(self, in_cluster: str, answers: int = 5) -> None:
+        """Wait until the Service reaches only the real pod: its EndpointSlices list nothing
+        else, then kube-proxy has programmed that (`answers` DEEPaaS answers in a row, where
+        a stale rule to a simulated pod's address gets whatever the host's network says)."""
+        from deepmarket.devcluster.controlplane import api_request
+        from deepmarket.devcluster.nodeconfig import NODE_NAME
+
+        path = (
+            f"/apis/discovery.k8s.io/v1/namespaces/{self.cfg.namespace}/endpointslices"
+            f"?labelSelector=kubernetes.io%2Fservice-name%3D{TRY_MODULE}"
+        )
+        deadline = time.monotonic() + self.cfg.serve_timeout
+        started, in_a_row, last = time.monotonic(), 0, "no answer yet"
+        while in_a_row < answers:
+            self._check_alive()
+            status, body = api_request(self._state["server"], self._context(), "GET", path)
+            slices = body.get("items", []) if status == 200 else []
+            if not endpoints_only_on(slices, NODE_NAME):
+                in_a_row, last = 0, f"endpoints not only on {NODE_NAME} yet"
+            else:
+                code, answer = _get(in_cluster + "/v2/", timeout=2.0)
+                in_a_row = in_a_row + 1 if code == 200 else 0
+                last = f"GET /v2/ answered {code or 'nothing'}: {answer[:80]!r}"
+            if in_a_row >= answers:
+                break
+            if time.monotonic() > deadline:
+                raise UserError(
+                    f"the Service of {TRY_MODULE} ({in_cluster}) does not reach its pod on the "
+                    f"real node after {self.cfg.serve_timeout:.0f}s: {last}; see "
+                    f"{Path(self._state['workdir']) / 'logs'}"
+                )
+            time.sleep(0.2)
+        self.say(
+            f"    {TRY_MODULE}: its Service answers from the real node ({self._elapsed(started)})"
+        )
 
     def serve_on_loopback(self, prefix: str, module_port: int, model: str) -> None:
         """No real node: `module serve` runs the module on this machine instead."""
@@ -674,7 +727,8 @@ class Demo:
                 return rows
             if time.monotonic() > deadline:
                 detail = not_ready_detail(items, sorted(wanted)) or (
-                    "Ready, but the operator has not updated status.externalURL"
+                    "Ready, but the operator has not yet reconciled the latest spec "
+                    "or updated status.externalURL"
                 )
                 raise UserError(
                     f"DeepModules not Ready after {self.cfg.ready_timeout:.0f}s: "

@@ -118,3 +118,32 @@ def test_modules_with_a_local_image_are_placed_on_the_real_node_and_the_table_sa
     rows = demo.status_rows([_dm("digits-classifier", "True", "Available", f"{BASE}/d/")], real)
     assert rows[0].runs == "real node"
     assert "real node" in demo.format_table(rows).splitlines()[1]
+
+
+def test_a_ready_status_of_an_older_generation_is_not_settled():
+    # the real node's placement bumps the generation; the simulated pods' Ready still stands
+    item = _dm("digits-classifier", "True", "Available", f"{BASE}/digits-classifier/")
+    item["metadata"]["generation"] = 2
+    item["status"]["observedGeneration"] = 1
+    assert not demo.settled(demo.status_rows([item])[0], BASE)
+    item["status"]["observedGeneration"] = 2
+    assert demo.settled(demo.status_rows([item])[0], BASE)
+
+
+def _endpoint(node, ready=True):
+    return {"addresses": ["10.85.0.9"], "nodeName": node, "conditions": {"ready": ready}}
+
+
+@pytest.mark.parametrize(
+    ("endpoints", "only"),
+    [
+        ([], False),  # no slice yet, or an empty one: nothing answers
+        ([[_endpoint("real-node-1")]], True),
+        ([[_endpoint("real-node-1"), _endpoint("kwok-node-0")]], False),  # the simulated pod
+        ([[_endpoint("real-node-1")], [_endpoint("kwok-node-0", ready=False)]], False),
+        ([[_endpoint("real-node-1", ready=False)]], False),
+    ],
+)
+def test_the_service_reaches_the_real_pod_only_once_no_other_endpoint_is_listed(endpoints, only):
+    slices = [{"endpoints": e} for e in endpoints]
+    assert demo.endpoints_only_on(slices, "real-node-1") is only
