@@ -23,3 +23,16 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         report.outcome = "failed"
         report.longrepr = f"skipped under CI=true, where every prerequisite must exist: {reason}"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_operator_outlives_its_module():
+    """An operator process left running keeps syncing and writing in the session cluster as
+    the operator's ServiceAccount, so a later module's audit-log assertions see its writes
+    (test_sync_cluster's zero-write poll did). Fail the module that leaked it, and stop it."""
+    yield
+    import sys
+
+    tests = sys.modules.get("test_operator_cluster")
+    leaked = tests.Operator.reap() if tests is not None else []
+    assert not leaked, f"operators still running at the end of the module (logs: {leaked})"

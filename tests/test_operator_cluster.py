@@ -15,6 +15,7 @@ import subprocess
 import sys
 import urllib.request
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import yaml
@@ -78,6 +79,9 @@ class Operator:
 
     # How to start Python for it (a test may wrap it, e.g. to skew its clock).
     launcher: tuple[str, ...] = (sys.executable, "-m", "deepmarket")
+    # Every started, not yet stopped operator: one left running syncs and writes in every later
+    # module's namespaces as the same ServiceAccount (see `reap` and tests/conftest.py).
+    live: ClassVar[set[Operator]] = set()
 
     def __init__(self, cluster, workdir: Path, *extra: str, name: str = "operator") -> None:
         self.cluster = cluster
@@ -110,6 +114,7 @@ class Operator:
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
+        Operator.live.add(self)
         url = f"http://127.0.0.1:{port}/healthz"
 
         def healthy() -> bool:
@@ -132,6 +137,15 @@ class Operator:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
+        Operator.live.discard(self)
+
+    @classmethod
+    def reap(cls) -> list[str]:
+        """Stop every operator still running; the logs of those that were."""
+        leaked = [str(op.log) for op in cls.live if op.proc and op.proc.poll() is None]
+        for op in list(cls.live):
+            op.stop()
+        return leaked
 
     def tail(self, lines: int = 30) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])

@@ -814,12 +814,14 @@ def test_knative_installed_after_the_start_is_picked_up_by_the_resync(
     later install is picked up. The periodic resync re-checks it."""
     cluster = deployed
     op.stop()
-    op = Operator(cluster, tmp_path, "--resync-period", "3", name="resync")
+    # Its own name: rebinding `op` made the `finally` restart this operator instead of the
+    # fixture's, and it outlived the module, syncing and writing in every later test.
+    resync = Operator(cluster, tmp_path, "--resync-period", "3", name="resync")
     crd_path = (
         "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/services.serving.knative.dev"
     )
     try:
-        op.start()
+        resync.start()
         apply(
             cluster,
             namespace,
@@ -842,9 +844,9 @@ def test_knative_installed_after_the_start_is_picked_up_by_the_resync(
             lambda: children(cluster, namespace, "lazy")["deployments"] == [],
             "the fallback Deployment removed",
         )
-        assert "is served now" in op.log.read_text()
+        assert "is served now" in resync.log.read_text()
     finally:
-        op.stop()
+        resync.stop()
         cluster.request("DELETE", crd_path)
         cluster.wait_for(lambda: get(cluster, crd_path) is None, "Knative CRD gone")
         op.start()
