@@ -175,6 +175,24 @@ def test_failures_name_their_cause(catalog) -> None:
     assert st["reason"] == "BackoffLimitExceeded" and st["attempts"] == 2
 
 
+def test_a_failed_job_waits_for_its_pods_message_before_the_run_is_final(catalog) -> None:
+    """Was: the Job controller's Failed condition reached the operator before the pod's update,
+    and the run ended for good with the generic PodFailurePolicy instead of the real cause."""
+    failed = [
+        {"type": "Failed", "status": "True", "reason": "PodFailurePolicy",
+         "lastTransitionTime": NOW}
+    ]  # fmt: skip
+    st = derive(run(), catalog, job=job(failed, failed=1), pods=[pod("Running")])
+    assert (st["phase"], st["reason"]) == ("Running", "Finishing")
+    data = json.dumps({"ok": False, "reason": "DataUnavailable", "message": "HTTP 401"})
+    st = derive(run(), catalog, job=job(failed, failed=1), pods=[pod("Failed", data)])
+    assert (st["phase"], st["reason"]) == ("Failed", "DataUnavailable")
+    # A pod that never catches up does not hold the run open for ever.
+    failed[0]["lastTransitionTime"] = "2000-01-01T00:00:00Z"
+    st = derive(run(), catalog, job=job(failed, failed=1), pods=[pod("Running")])
+    assert (st["phase"], st["reason"]) == ("Failed", "PodFailurePolicy")
+
+
 def test_a_terminal_status_never_changes_and_a_lost_job_is_not_rerun(catalog) -> None:
     r = run()
     r["status"] = {"phase": "Succeeded", "jobUID": "j-1", "conditions": []}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import Any
 
 from deepmarket.controller.tenancy import gpu_quota_head
@@ -59,6 +60,29 @@ def termination_outcome(pod: Mapping[str, Any]) -> dict[str, Any] | None:
 
 def _by_age(pods: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     return sorted(pods, key=lambda p: (p.get("metadata") or {}).get("creationTimestamp") or "")
+
+
+POD_NEWS_GRACE_S = 60
+
+
+def _pod_news_pending(
+    failed: Mapping[str, Any], pods: Iterable[Mapping[str, Any]], now: str
+) -> bool:
+    """True while a pod of the failed Job still looks alive in our cache, for at most
+    POD_NEWS_GRACE_S after the Job's Failed condition (a pod stuck in the cache must not hold
+    the run open for ever)."""
+    if not any(_phase_of(p) not in ("Failed", "Succeeded") for p in pods):
+        return False
+    since = failed.get("lastTransitionTime")
+    if not since:
+        return True
+    try:
+        age = datetime.fromisoformat(now.replace("Z", "+00:00")) - datetime.fromisoformat(
+            since.replace("Z", "+00:00")
+        )
+    except ValueError:
+        return False
+    return age.total_seconds() < POD_NEWS_GRACE_S
 
 
 def _phase_of(pod: Mapping[str, Any]) -> str:
@@ -304,6 +328,17 @@ def derive_status(
                 if outcome:
                     break
         job_reason = failed.get("reason") or "Failed"
+        if (
+            not outcome
+            and job_reason != "DeadlineExceeded"
+            and _pod_news_pending(failed, by_age, now)
+        ):
+            # The Job controller saw the pod fail before our pod cache did: its termination
+            # message (the cause the user must fix) is on the way. A run that finished now
+            # would keep the generic reason for good, so wait for the pod's update.
+            conds.append(_cond("Running", True, "Finishing",
+                               "the Job failed; reading the cause from its pod"))  # fmt: skip
+            return finish("Running", [])
         if job_reason == "DeadlineExceeded":
             deadline = (job.get("spec") or {}).get("activeDeadlineSeconds")
             reason = "DeadlineExceeded"
