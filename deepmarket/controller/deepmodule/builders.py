@@ -14,7 +14,6 @@ from typing import Any
 from deepmarket.controller import (
     COMPONENT,
     CONTAINER,
-    DEEPMODULE_API,
     INSTANCE_LABEL,
     MANAGED_BY,
     MANAGED_BY_LABEL,
@@ -22,6 +21,7 @@ from deepmarket.controller import (
 from deepmarket.controller.deepmodule.resolve import Runtime
 from deepmarket.controller.merge import overlay
 from deepmarket.controller.options import Options
+from deepmarket.controller.ownership import controller_reference
 from deepmarket.controller.podspec import restricted_container_security
 
 SERVICE_PORT = 80
@@ -48,15 +48,7 @@ def labels(name: str, rt: Runtime) -> dict[str, str]:
 
 
 def owner_reference(dm: Mapping[str, Any]) -> dict[str, Any]:
-    meta = dm["metadata"]
-    return {
-        "apiVersion": DEEPMODULE_API,
-        "kind": "DeepModule",
-        "name": meta["name"],
-        "uid": meta["uid"],
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
+    return controller_reference(dm, "DeepModule")
 
 
 def _metadata(dm: Mapping[str, Any], rt: Runtime) -> dict[str, Any]:

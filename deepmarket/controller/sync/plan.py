@@ -18,6 +18,7 @@ from typing import Any
 from deepmarket import API_GROUP, API_VERSION
 from deepmarket.catalog.model import Catalog, Module
 from deepmarket.controller.compare import contains, content_hash
+from deepmarket.controller.ownership import controller_reference
 
 API = f"{API_GROUP}/{API_VERSION}"
 KIND = "CatalogSource"
@@ -63,16 +64,8 @@ def module_digest(module: Module) -> str:
 
 
 def owner_reference(source: Mapping[str, Any]) -> dict[str, Any]:
-    meta = source["metadata"]
-    return {
-        "apiVersion": API,
-        "kind": KIND,
-        "name": meta["name"],
-        "uid": meta["uid"],
-        "controller": True,
-        # Not blocking: deleting the source must not wait on its modules' foreground deletion.
-        "blockOwnerDeletion": False,
-    }
+    # Not blocking: deleting the source must not wait on its modules' foreground deletion.
+    return controller_reference(source, KIND, block_owner_deletion=False)
 
 
 def desired_deepmodule(module: Module, source: Mapping[str, Any], revision: str) -> dict[str, Any]:

@@ -16,8 +16,9 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from deepmarket.controller import DEEPMODULE_API, MANAGED_BY, MANAGED_BY_LABEL
+from deepmarket.controller import MANAGED_BY, MANAGED_BY_LABEL
 from deepmarket.controller.merge import overlay
+from deepmarket.controller.ownership import controller_reference
 from deepmarket.controller.podspec import restricted_container_security
 from deepmarket.controller.training import step
 from deepmarket.controller.training.resolve import DATA_DIR, Folder, Training
@@ -48,15 +49,7 @@ def job_labels(name: str, training: Training) -> dict[str, str]:
 
 
 def owner_reference(run: Mapping[str, Any]) -> dict[str, Any]:
-    meta = run["metadata"]
-    return {
-        "apiVersion": DEEPMODULE_API,
-        "kind": "TrainingRun",
-        "name": meta["name"],
-        "uid": meta["uid"],
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
+    return controller_reference(run, "TrainingRun")
 
 
 def _secret_env(side: str, folder: Folder) -> list[dict[str, Any]]:
