@@ -20,16 +20,14 @@ import argparse
 import json
 import math
 import os
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from opproc import OperatorProcess, cpu_seconds
 
 from deepmarket.devcluster import config as cluster_config
 from deepmarket.devcluster.binaries import ensure_binaries
@@ -45,12 +43,6 @@ NS = "bench"
 IMAGE = "ghcr.io/example/bench-model:1.0.0"
 OPERATOR_AGENTS = ("deepmarket-operator", "kopf")
 WRITES = {"create", "update", "patch", "delete", "deletecollection"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Watcher(threading.Thread):
@@ -99,15 +91,6 @@ def ready(obj: dict) -> bool:
     )
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of one process so far (0 once it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def cluster_cpu(cluster: ControlPlane) -> dict[str, float]:
     return {name: cpu_seconds(pid) for name, pid in cluster.pids.items()}
 
@@ -116,61 +99,6 @@ def cpu_split(before: dict[str, float], after: dict[str, float]) -> str:
     """'kube-apiserver 40.1 s, etcd 9.8 s, …': each control-plane process's CPU in between."""
     used = {k: after.get(k, 0.0) - v for k, v in before.items()}
     return ", ".join(f"{k} {v:.1f} s" for k, v in sorted(used.items(), key=lambda kv: -kv[1]))
-
-
-class Operator:
-    def __init__(self, cluster: ControlPlane, log: Path, workers: int) -> None:
-        self.cluster, self.log, self.workers = cluster, log, workers
-        self.proc: subprocess.Popen | None = None
-        self.peak_rss_kb = 0
-        self.cpu_s = 0.0
-
-    def start(self) -> None:
-        port = free_port()
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "deepmarket",
-                "controller",
-                "run",
-                "--kubeconfig",
-                str(self.cluster.kubeconfig),
-                "--workers",
-                str(self.workers),
-                "--liveness",
-                f"http://127.0.0.1:{port}/healthz",
-            ],
-            stdout=self.log.open("a"),
-            stderr=subprocess.STDOUT,
-        )
-
-        def up() -> bool:
-            assert self.proc.poll() is None, "operator exited; see " + str(self.log)
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2):
-                    return True
-            except OSError:
-                return False
-
-        self.cluster.wait_for(up, "operator liveness", timeout=120)
-
-    def sample(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.cpu_s = cpu_seconds(self.proc.pid)
-            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    self.peak_rss_kb = max(self.peak_rss_kb, int(line.split()[1]))
-
-    def stop(self) -> None:
-        self.sample()
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 def operator_writes(cluster: ControlPlane, mark: int, skip: str = "") -> tuple[int, int]:
@@ -250,7 +178,7 @@ def operator_only(args: argparse.Namespace, work: Path) -> dict | None:
     print("operator only: starting etcd + kube-apiserver (no controllers, no KWOK) …", flush=True)
     with ControlPlane(binaries=ensure_binaries(), audit_log=True) as cluster:
         install(cluster, full=False)
-        op = Operator(cluster, work / "operator-only.log", args.workers)
+        op = OperatorProcess(cluster, work / "operator-only.log", "--workers", str(args.workers))
         op.start()
         api = cluster.api_client()
         watchers = {
@@ -309,7 +237,7 @@ def full_cluster(args: argparse.Namespace, work: Path) -> dict | None:
         binaries=ensure_binaries(), controllers=True, nodes=nodes, audit_log=True
     ) as cluster:
         install(cluster, full=True)
-        op = Operator(cluster, work / "operator.log", args.workers)
+        op = OperatorProcess(cluster, work / "operator.log", "--workers", str(args.workers))
         op.start()
         api = cluster.api_client()
         watchers = {

@@ -21,8 +21,6 @@ import argparse
 import json
 import math
 import os
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,13 +35,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from gitrepos import GitHttpServer, commit_all, git, init_repo  # noqa: E402
+from opproc import OperatorProcess  # noqa: E402
 
 from deepmarket.controller.sync.git import Mirror  # noqa: E402
 from deepmarket.controller.sync.webhook import signature  # noqa: E402
 from deepmarket.devcluster import config as cluster_config  # noqa: E402
 from deepmarket.devcluster.binaries import ensure_binaries  # noqa: E402
 from deepmarket.devcluster.config import NodeSpec  # noqa: E402
-from deepmarket.devcluster.controlplane import ControlPlane  # noqa: E402
+from deepmarket.devcluster.controlplane import ControlPlane, free_ports  # noqa: E402
 
 cluster_config.SERVICE_CIDR = "10.0.0.0/16"  # 1,000+ Services
 NS = "bench"
@@ -71,12 +70,6 @@ runtime:
   model: {id}
   train: false
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def pct(values: list[float], q: float) -> float:
@@ -146,50 +139,6 @@ def poll_cost(args, tmp: Path) -> dict:
 
 
 # --- 2-4. the cluster ---------------------------------------------------------------------------
-
-
-class Operator:
-    def __init__(self, cluster: ControlPlane, log: Path, hook_port: int, cache: Path) -> None:
-        self.cluster, self.log, self.hook_port, self.cache = cluster, log, hook_port, cache
-        self.proc: subprocess.Popen | None = None
-        self.peak_rss_kb = 0
-
-    def start(self) -> None:
-        port = free_port()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "deepmarket", "controller", "run",
-             "--kubeconfig", str(self.cluster.kubeconfig),
-             "--liveness", f"http://127.0.0.1:{port}/healthz",
-             "--webhook-listen", f"127.0.0.1:{self.hook_port}",
-             "--git-cache", str(self.cache)],
-            stdout=self.log.open("a"), stderr=subprocess.STDOUT,
-        )  # fmt: skip
-
-        def up() -> bool:
-            assert self.proc.poll() is None, f"operator exited; see {self.log}"
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2):
-                    return True
-            except OSError:
-                return False
-
-        self.cluster.wait_for(up, "operator liveness", timeout=120)
-
-    def sample(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    self.peak_rss_kb = max(self.peak_rss_kb, int(line.split()[1]))
-
-    def stop(self) -> None:
-        self.sample()
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 class Seen(threading.Thread):
@@ -279,8 +228,10 @@ def cluster_run(args, tmp: Path) -> dict:
             "GET", f"/api/v1/namespaces/{NS}/serviceaccounts/default")[0] == 200, "sa")  # fmt: skip
         cluster.kubectl("create", "secret", "generic", "hook", "-n", NS,
                         f"--from-literal=secret={SECRET}")  # fmt: skip
-        hook_port = free_port()
-        op = Operator(cluster, tmp / "operator.log", hook_port, tmp / "git-cache")
+        hook_port = free_ports(1)[0]
+        op = OperatorProcess(cluster, tmp / "operator.log",
+                             "--webhook-listen", f"127.0.0.1:{hook_port}",
+                             "--git-cache", str(tmp / "git-cache"))  # fmt: skip
         op.start()
         api = cluster.api_client()
         deploys = Seen(api, f"/apis/apps/v1/namespaces/{NS}/deployments")

@@ -22,8 +22,6 @@ import json
 import math
 import os
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,20 +35,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the WebDAV test server helper
 
+from opproc import OperatorProcess  # noqa: E402
+
 from deepmarket.devcluster.binaries import ensure_binaries  # noqa: E402
 from deepmarket.devcluster.config import OUTCOME_LABEL, gpu_nodes  # noqa: E402
-from deepmarket.devcluster.controlplane import ControlPlane  # noqa: E402
+from deepmarket.devcluster.controlplane import ControlPlane, free_ports  # noqa: E402
 
 NS = "bench"
 API = "/apis/deepmarket.dev/v1alpha1/namespaces/bench/trainingruns"
 AGENTS = ("deepmarket-operator", "kopf")
 WRITES = {"create", "update", "patch", "delete", "deletecollection"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def pct(values: list[float], q: float) -> float:
@@ -70,50 +64,6 @@ def trainingrun(name: str, hold: bool) -> dict:
         spec["podTemplate"] = {"metadata": {"labels": {OUTCOME_LABEL: "Running"}}}
     return {"apiVersion": "deepmarket.dev/v1alpha1", "kind": "TrainingRun",
             "metadata": {"name": name, "namespace": NS}, "spec": spec}  # fmt: skip
-
-
-class Operator:
-    def __init__(self, cluster: ControlPlane, log: Path, progress_port: int) -> None:
-        self.cluster, self.log, self.port = cluster, log, progress_port
-        self.proc: subprocess.Popen | None = None
-        self.peak_rss_kb = 0
-
-    def start(self) -> None:
-        live = free_port()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "deepmarket", "controller", "run",
-             "--kubeconfig", str(self.cluster.kubeconfig),
-             "--liveness", f"http://127.0.0.1:{live}/healthz",
-             "--progress-listen", f"127.0.0.1:{self.port}",
-             "--progress-url", f"http://127.0.0.1:{self.port}/progress"],
-            stdout=self.log.open("a"), stderr=subprocess.STDOUT,
-        )  # fmt: skip
-
-        def up() -> bool:
-            assert self.proc.poll() is None, "operator exited; see " + str(self.log)
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{live}/healthz", timeout=2):
-                    return True
-            except OSError:
-                return False
-
-        self.cluster.wait_for(up, "operator liveness", timeout=120)
-
-    def sample(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    self.peak_rss_kb = max(self.peak_rss_kb, int(line.split()[1]))
-
-    def stop(self) -> None:
-        self.sample()
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 def writes_by_run(cluster: ControlPlane, mark: int) -> tuple[dict[str, int], int]:
@@ -175,8 +125,10 @@ def simulated(args: argparse.Namespace, work: Path) -> None:
             ),
             "default SA",
         )
-        port = free_port()
-        op = Operator(cluster, work / "operator.log", port)
+        port = free_ports(1)[0]
+        op = OperatorProcess(cluster, work / "operator.log",
+                             "--progress-listen", f"127.0.0.1:{port}",
+                             "--progress-url", f"http://127.0.0.1:{port}/progress")  # fmt: skip
         op.start()
         names = [f"tr-{i:04d}" for i in range(n)]
         hold = set(names[:held])
