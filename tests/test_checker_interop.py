@@ -104,21 +104,61 @@ def test_arguments_arrive_where_deepaas_reads_them(demo, inputs):
     assert echoed["demo_int"] == 7 and echoed["demo_str_choice"] == "choice1"
 
 
+def usage_line(capsys, *argv: str) -> str:
+    """`module check` refused the command itself: exit 2, one line, no report."""
+    code = main(["module", "check", *argv, "--format", "json", "--root", str(REPO)])
+    captured = capsys.readouterr()
+    assert code == 2, captured
+    assert captured.out == "" and "Traceback" not in captured.err
+    lines = [x for x in captured.err.splitlines() if not x.startswith("  ")]
+    assert len(lines) == 1, captured.err
+    return lines[0]
+
+
 @pytest.mark.deepaas
-def test_an_incomplete_sample_is_named_and_no_bad_input_verdict_is_made(demo, capsys):
-    code, checks = check(capsys, demo.url, f"--file=demo_image={SEVEN}")
+def test_flags_that_do_not_fit_the_api_are_the_callers_to_fix_not_a_verdict(demo, inputs, capsys):
+    # Found on the real ai4os-demo-app: each of these used to FAIL predict/train (exit 1), a
+    # false verdict on a conformant module. They are mistakes in the command: exit 2.
+    line = usage_line(capsys, demo.url, f"--file=demo_image={SEVEN}")
+    assert line.endswith("the --file/--arg sample lacks required demo_audio, demo_video")
+    line = usage_line(capsys, demo.url, "--sample", str(SEVEN))
+    assert "predict declares 3 file arguments (demo_image, demo_audio, demo_video); name one" in (
+        line
+    )
+    line = usage_line(capsys, demo.url, *inputs, "--arg=accept=application/pdf")
+    assert (  # DEEPaaS adds */* to the enum it publishes
+        "gives accept=application/pdf, but predict accepts only application/json, "
+        "application/zip, image/*, */*"
+    ) in line
+    line = usage_line(capsys, demo.url, *inputs, "--arg=demo_int_range=500")
+    assert line.endswith("gives demo_int_range=500, but predict declares it between 1 and 100")
+    line = usage_line(capsys, demo.url, *inputs, "--train", "--train-arg=epochs=1")
+    assert line.endswith("--train-arg epochs: train does not declare it (declared: epoch_num)")
+
+
+@pytest.mark.deepaas
+def test_a_catalog_sample_that_does_not_fit_is_a_verdict_on_the_entry(demo, tmp_path, capsys):
+    entry = tmp_path / "catalog" / "demo-like"
+    entry.mkdir(parents=True)
+    (entry / "image.png").write_bytes(SEVEN.read_bytes())
+    (entry / "module.yml").write_text(
+        "runtime:\n  model: demo_like\n  check:\n    predict:\n"
+        "      files: {demo_image: image.png}\n"
+    )
+    code = main(
+        ["module", "check", demo.url, "--module", "demo-like", "--root", str(tmp_path),
+         "--format", "json"]
+    )  # fmt: skip
+    checks = {c["name"]: c for c in json.loads(capsys.readouterr().out)["checks"]}
     assert code == 1
-    assert checks["predict"]["detail"].endswith("lacks required demo_audio, demo_video")
+    assert checks["predict"]["detail"].endswith(
+        "runtime.check.predict lacks required demo_audio, demo_video"
+    )
     assert checks["bad-input"]["status"] == "skip"
 
 
 @pytest.mark.deepaas
-def test_train_args_are_checked_and_a_late_training_is_cancelled(demo, inputs, capsys):
-    code, checks = check(capsys, demo.url, *inputs, "--train", "--train-arg=epochs=1")
-    assert code == 1
-    assert checks["train"]["detail"] == (
-        "--train-arg epochs: train does not declare it (declared: epoch_num)"
-    )
+def test_a_late_training_is_cancelled_and_named(demo, inputs, capsys):
     code, checks = check(
         capsys, demo.url, *inputs, "--train", "--train-arg=epoch_num=30", "--train-timeout=1"
     )

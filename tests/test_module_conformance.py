@@ -97,6 +97,22 @@ def test_sample_with_undeclared_or_missing_arguments_fails():
     assert "declares 2 file arguments (a, b); name one with --field" in unnamed.detail
 
 
+def test_a_sample_value_the_swagger_rules_out_is_named_before_sending():
+    accept = {"in": "query", "name": "accept", "type": "string", "enum": ["a/b", "c/d"]}
+    declared = spec([accept])
+    wrong = c.plan_predict(declared, c.Sample({"accept": "x/y"}, {}, "--arg"))
+    assert wrong.detail == "--arg gives accept=x/y, but predict accepts only a/b, c/d"
+    assert isinstance(
+        c.plan_predict(declared, c.Sample({"accept": "c/d"}, {}, "t")), c.PredictRequest
+    )
+    ranged = spec([{"in": "query", "name": "n", "type": "integer", "minimum": 1, "maximum": 100}])
+    high = c.plan_predict(ranged, c.Sample({"n": "500"}, {}, "--arg"))
+    assert high.detail == "--arg gives n=500, but predict declares it between 1 and 100"
+    word = c.plan_predict(ranged, c.Sample({"n": "ten"}, {}, "--arg"))
+    assert word.detail == "--arg gives n=ten, but predict declares it an integer"
+    assert isinstance(c.plan_predict(ranged, c.Sample({"n": "100"}, {}, "t")), c.PredictRequest)
+
+
 def test_predict_answer_is_validated_against_the_declared_schema():
     ok = c.judge_predict(answer(200, {"label": 7, "scores": []}), spec(), "application/json")
     assert ok.status == "pass"

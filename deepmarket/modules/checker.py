@@ -34,7 +34,7 @@ def sample_from_catalog(root: Path, module_id: str) -> tuple[c.Sample | None, st
     files = {str(k): folder / str(v) for k, v in raw_files.items()}
     args = {str(k): str(v) for k, v in raw_args.items()}
     where = f"{folder / 'module.yml'} runtime.check.predict"
-    return c.Sample(args, files, where), model
+    return c.Sample(args, files, where, catalog=True), model
 
 
 def sample_from_flags(
@@ -116,10 +116,18 @@ def run_checks(
     else:
         checks.append(c.judge_declared_schema(spec))
         plan: c.PredictRequest | c.Check | None = None
+        if sample is not None:
+            plan = c.plan_predict(spec, sample)
+            if isinstance(plan, c.Check) and not sample.catalog:
+                # The flags do not fit the module's API: the caller's to fix, not a verdict.
+                raise UsageError(plan.detail)
+        unknown = c.unknown_train_args(spec, dict(train_args or {})) if train else None
+        if unknown:
+            raise UsageError(unknown)
         if sample is None:
             checks.append(_skip("predict", no_sample))
         else:
-            plan = c.plan_predict(spec, sample)
+            assert plan is not None
             checks.append(
                 plan if isinstance(plan, c.Check) else _predict(base, spec, plan, progress)
             )

@@ -37,6 +37,9 @@ class Sample:
     args: dict[str, str] = field(default_factory=dict)
     files: dict[str, Path] = field(default_factory=dict)
     origin: str = ""  # where it came from, for messages
+    # From a catalog entry's runtime.check.predict: a mismatch with the module is a defect of
+    # the entry (a verdict). From command-line flags it is the caller's to fix (exit 2).
+    catalog: bool = False
 
 
 @dataclass(frozen=True)
@@ -254,10 +257,11 @@ def plan_predict(spec: PredictSpec, sample: Sample) -> PredictRequest | Check:
                 name,
                 "fail",
                 f"predict declares {len(spec.file_fields)} file arguments "
-                f"({', '.join(spec.file_fields) or 'none'}); name one with --field",
+                f"({', '.join(spec.file_fields) or 'none'}); name one with --field, or give "
+                "each with --file NAME=PATH",
             )
         files = {spec.file_fields[0] if k == "" else k: v for k, v in sample.files.items()}
-        sample = Sample(sample.args, files, sample.origin)
+        sample = Sample(sample.args, files, sample.origin, sample.catalog)
     declared = {p["name"] for p in spec.parameters}
     unknown = sorted((set(sample.args) | set(sample.files)) - declared)
     if unknown:
@@ -280,6 +284,11 @@ def plan_predict(spec: PredictSpec, sample: Sample) -> PredictRequest | Check:
     ]  # fmt: skip
     if missing:
         return Check(name, "fail", f"{sample.origin} lacks required {', '.join(missing)}")
+    for param in spec.parameters:
+        value = sample.args.get(str(param["name"]))
+        why = _unfit_value(param, value) if value is not None else None
+        if why:  # the module would only answer 422: say so before sending
+            return Check(name, "fail", f"{sample.origin} gives {param['name']}={value}, {why}")
     for path in sample.files.values():
         if not path.is_file():
             return Check(name, "fail", f"sample file {path} does not exist")
@@ -300,6 +309,26 @@ def plan_predict(spec: PredictSpec, sample: Sample) -> PredictRequest | Check:
     if accept and spec.location("accept") is None:
         headers["Accept"] = accept  # no accept argument: HTTP's own header
     return PredictRequest(form, dict(sample.files), headers, query, accept)
+
+
+def _unfit_value(param: dict[str, Any], value: str) -> str | None:
+    """Why `value` cannot be valid for the declared parameter (enum, number, range), or None."""
+    allowed = param.get("enum")
+    if isinstance(allowed, list) and allowed and value not in [str(a) for a in allowed]:
+        return f"but predict accepts only {', '.join(str(a) for a in allowed)}"
+    kind = param.get("type")
+    if kind not in ("integer", "number"):
+        return None
+    try:
+        number = int(value) if kind == "integer" else float(value)
+    except ValueError:
+        return f"but predict declares it {'an integer' if kind == 'integer' else 'a number'}"
+    low, high = param.get("minimum"), param.get("maximum")
+    too_low = isinstance(low, int | float) and number < low
+    too_high = isinstance(high, int | float) and number > high
+    if too_low or too_high:
+        return f"but predict declares it between {low} and {high}"
+    return None
 
 
 def plan_bad_input(spec: PredictSpec, good: PredictRequest) -> tuple[PredictRequest, str] | Check:
@@ -482,22 +511,30 @@ def judge_train_start(answer: Answer) -> tuple[Check | None, str | None]:
     return None, str(data["uuid"])
 
 
+def unknown_train_args(spec: PredictSpec | None, args: dict[str, str]) -> str | None:
+    """--train-arg names the train operation does not declare (DEEPaaS would ignore them):
+    a mistake in the command, found before anything is sent."""
+    if spec is None or spec.train_parameters is None or not args:
+        return None
+    declared = sorted(str(p.get("name")) for p in spec.train_parameters)
+    unknown = sorted(set(args) - set(declared))
+    if not unknown:
+        return None
+    return (
+        f"--train-arg {', '.join(unknown)}: train does not declare "
+        f"{'it' if len(unknown) == 1 else 'them'} (declared: {', '.join(declared) or 'none'})"
+    )
+
+
 def judge_train_args(spec: PredictSpec | None, args: dict[str, str]) -> Check | None:
-    """--train-arg names the train operation does not declare (DEEPaaS would ignore them)."""
+    """A training asked of a module whose swagger declares none, or with arguments it does
+    not declare."""
     if spec is None or not args:
         return None
     if spec.train_parameters is None:
         return Check("train", "fail", "/swagger.json declares no POST train/ operation")
-    declared = sorted(str(p.get("name")) for p in spec.train_parameters)
-    unknown = sorted(set(args) - set(declared))
-    if unknown:
-        return Check(
-            "train",
-            "fail",
-            f"--train-arg {', '.join(unknown)}: train does not declare "
-            f"{'it' if len(unknown) == 1 else 'them'} (declared: {', '.join(declared) or 'none'})",
-        )
-    return None
+    unknown = unknown_train_args(spec, args)
+    return Check("train", "fail", unknown) if unknown else None
 
 
 def judge_train_record(
