@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from catalog_factory import make_catalog
 
-from deepmarket.catalog import export, importclean, importio, load_catalog
+from deepmarket.catalog import export, importclean, importio, importrepair, load_catalog
 from deepmarket.catalog.importers import (
     ImportRefused,
     convert,
@@ -252,8 +252,9 @@ def test_what_only_the_author_knows_is_one_line(tmp_path):
     broken = prepare(QUIRKS / "broken" / "metadata.json", tmp_path)
     assert broken.result == "refused"
     assert broken.problems == [
-        f"{QUIRKS / 'broken' / 'metadata.json'}:4:2: invalid JSON: Expecting ',' delimiter; "
-        "fix the file (a trailing comma or a missing one is the usual cause)"
+        f"{QUIRKS / 'broken' / 'metadata.json'}:3:31: invalid JSON: Expecting ',' delimiter; "
+        "fix the file there (a '\"' inside a text must be written \\\", and values are "
+        "separated by ',')"
     ]
     no_licence = prepare(QUIRKS / "no-licence" / "ai4-metadata.yml", tmp_path)
     assert no_licence.result == "refused"
@@ -268,6 +269,102 @@ def test_what_only_the_author_knows_is_one_line(tmp_path):
     # 'ai4os-hub' cannot be a Docker Hub namespace (no '-'): read as ai4oshub, with a note
     assert "image: ai4oshub/rip-currents:cpu" in fixed.text
     assert any("Docker Hub namespaces hold no '-'" in n for n in fixed.notes)
+
+
+def test_trailing_commas_in_json_are_ignored_with_a_note_naming_line_and_column(tmp_path):
+    outcome = prepare(QUIRKS / "v1-trailing-commas" / "metadata.json", tmp_path)
+    assert outcome.result == "valid", outcome.problems
+    assert outcome.notes[:4] == [
+        "metadata.json line 6:44: trailing comma before ']' ignored; delete it in the source",
+        "metadata.json line 8:71: trailing comma before ']' ignored; delete it in the source",
+        "metadata.json line 14:54: trailing comma before '}' ignored; delete it in the source",
+        "metadata.json line 15:3: trailing comma before '}' ignored; delete it in the source",
+    ]
+    assert "Trained on slides from three seasons." in outcome.text
+    assert "source_code: https://github.com/deephdc/pollen_counter" in outcome.text
+
+
+def test_missing_commas_between_lines_and_quotes_inside_a_text_are_read_as_meant(tmp_path):
+    outcome = prepare(QUIRKS / "v1-missing-commas" / "metadata.json", tmp_path)
+    assert outcome.result == "valid", outcome.problems
+    assert outcome.notes[:4] == [
+        "metadata.json line 3: double quotes inside the text were read as part of it; write "
+        'them as \\" in the source',
+        "metadata.json line 5:50: missing ',' between two values on separate lines added; add "
+        "it in the source",
+        "metadata.json line 7: double quotes inside the text were read as part of it; write "
+        'them as \\" in the source',
+        "metadata.json line 14:55: missing ',' between two values on separate lines added; add "
+        "it in the source",
+    ]
+    data = importio.read_metadata(QUIRKS / "v1-missing-commas" / "metadata.json")
+    assert data["summary"] == (
+        'Tags bird species in field recordings, after the paper "Singing in the Field" (2021).'
+    )
+    assert data["description"] == [
+        "Tags the species singing in each recording.\n",
+        "Retrain it with your own labelled songs.\n",
+        'Based on the paper "Singing in the Field".',
+    ]
+    assert data["sources"]["code"] == "https://github.com/deephdc/bird_songs"
+
+
+def test_yaml_texts_that_yaml_cannot_read_are_read_as_written_with_a_note(tmp_path):
+    outcome = prepare(QUIRKS / "v2-text-quirks" / "ai4-metadata.yml", tmp_path)
+    assert outcome.result == "valid", outcome.problems
+    assert outcome.notes[:2] == [
+        "ai4-metadata.yml line 3: the text of 'summary' is not valid YAML; it was read as "
+        "written; put it in quotes in the source",
+        "ai4-metadata.yml lines 4-10: the text of 'description' is not valid YAML; it was read "
+        "as written; indent it all under 'description: |-' in the source",
+    ]
+    data = importio.read_metadata(QUIRKS / "v2-text-quirks" / "ai4-metadata.yml")
+    assert data["summary"] == (
+        "Coral bleaching from reef photos: per-colony scores for monitoring teams."
+    )
+    assert data["description"] == (
+        "Scores bleaching for each coral colony in a reef photo.\n\n"
+        "The model was trained on annotated survey photos: three regions, five years.\n\n"
+        "**Usage**\nUpload a photo and get one score per colony."
+    )  # the template's '# doi:' comment before the next key is not text
+    assert data["links"]["docker_image"] == "ai4oshub/coral-bleaching"  # the rest as it was
+    unindented = importio.read_metadata(QUIRKS / "v2-unindented" / "ai4-metadata.yml")
+    assert unindented["summary"] == (
+        'Maps kelp forests, following the "Kelp Watch" protocol (2022).'
+    )
+    assert unindented["description"] == (
+        "Maps kelp canopy in drone images of the coast.\n\n"
+        "The benefits are many: seasonal maps, early warnings of loss.\n"
+        "* https://github.com/ai4os-hub/kelp-mapper"
+    )
+    assert unindented["tags"] == ["kelp", "drones"]
+
+
+def test_broken_syntax_whose_meaning_is_not_certain_is_still_one_precise_line(tmp_path):
+    # a key indented by mistake inside the description: where the text ends is a guess
+    uncertain = prepare(QUIRKS / "v2-uncertain" / "ai4-metadata.yml", tmp_path)
+    assert uncertain.result == "refused"
+    assert uncertain.problems == [
+        f"{QUIRKS / 'v2-uncertain' / 'ai4-metadata.yml'}:6:2: YAML syntax error: did not find "
+        "expected key while parsing a block mapping"
+    ]
+    for text, where in (
+        ('{"a": "x" "b": 1}', (1, 11)),  # two members on one line
+        ('{"a": [1 2]}', (1, 10)),  # a missing comma between numbers
+        ('{"a": "one,\n two"}', (1, 12)),  # a line break inside a text
+        ("{\"a\": 'x'}", (1, 7)),  # single quotes
+        ('{\n  "a": "x", "b": "y" "z",\n  "c": 1\n}', (2, 22)),  # several members: not certain
+    ):
+        with pytest.raises(json.JSONDecodeError) as caught:
+            importrepair.loads_json(text, dict)
+        assert (caught.value.lineno, caught.value.colno) == where, text
+    assert importrepair.loads_json("[1,\n2,\n]", dict) == (
+        [1, 2],
+        ["line 2:2: trailing comma before ']' ignored; delete it in the source"],
+    )
+    # only title/summary/description are read as written; a broken list stays refused
+    assert importrepair.repair_yaml_text("title: x\ntags: [a: b\n", 2) is None
+    assert importrepair.repair_yaml_text('summary: "a\n  b"c\ntitle: x\n', 1) is None
 
 
 def test_values_of_the_wrong_type_are_dropped_with_a_note():
@@ -311,12 +408,27 @@ def test_import_directory_writes_valid_entries_only_and_ends_with_a_table(tmp_pa
         ("broken/metadata.json", "-", "refused"),
         ("no-licence/ai4-metadata.yml", "-", "refused"),
         ("duplicate-key/ai4-metadata.yml", "bean-sorter", "written"),
+        ("v1-trailing-commas/metadata.json", "pollen-counter", "written"),
+        ("v1-missing-commas/metadata.json", "bird-songs", "written"),
+        ("v2-text-quirks/ai4-metadata.yml", "coral-bleaching", "written"),
+        ("v2-unindented/ai4-metadata.yml", "kelp-mapper", "written"),
+        ("v2-uncertain/ai4-metadata.yml", "-", "refused"),
     ):
         line = next(x for x in table.splitlines() if x.split()[0].endswith(source))
         assert line.split()[1:3] == [module_id, result], line
-    assert "4 of 7 files imported as valid entries" in err
+    assert "8 of 12 files imported as valid entries" in err
     ids = [m.id for m in load_catalog(tmp_path)]
-    assert ids == ["plants", "bean-sorter", "seed-counter", "leaf-spotter", "whale-calls"]
+    assert ids == [
+        "plants",
+        "bean-sorter",
+        "seed-counter",
+        "bird-songs",
+        "leaf-spotter",
+        "pollen-counter",
+        "whale-calls",
+        "coral-bleaching",
+        "kelp-mapper",
+    ]
     after = (tmp_path / "modules.yml").read_text()
     assert after.startswith(before)
     # re-running after a fix: only the fixed file comes in; the others now clash

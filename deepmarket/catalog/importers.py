@@ -194,11 +194,12 @@ def _licence(
             notes.append(f"license {found!r} taken from the DEEP metadata.json beside the file")
             return found
     what = "AI4OS v2 metadata has no licence field" if fmt == "v2" else "the metadata names none"
-    extra = (
-        f"; {context.licence_file} is not a licence text deepmarket recognises"
-        if context.licence_text
-        else " and no LICENSE file lies beside it"
-    )
+    if context.licence_text is None:
+        extra = " and no LICENSE file lies beside it"
+    elif not context.licence_text.strip():
+        extra = f"; {context.licence_file} beside it is empty"
+    else:
+        extra = f"; {context.licence_file} is not a licence text deepmarket recognises"
     raise ImportRefused(f"license: {what}{extra}; pass --license SPDX-ID")
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from deepmarket.catalog import importers
+from deepmarket.catalog import importers, importrepair
 from deepmarket.errors import UsageError, UserError
 
 V2_NAMES = ("ai4-metadata.yml", "ai4-metadata.yaml", "ai4-metadata.json")
@@ -85,19 +85,47 @@ def read_metadata(path: Path, notes: list[str] | None = None) -> Any:
         if not text.strip():
             raise UserError(f"{path}: the file is empty")
         try:
-            return json.loads(text, object_pairs_hook=_no_duplicates(path))
+            data, repairs = importrepair.loads_json(text, _no_duplicates(path))
         except json.JSONDecodeError as exc:
             raise UserError(
-                f"{path}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}; fix the file "
-                "(a trailing comma or a missing one is the usual cause)"
+                f"{path}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}; fix the file there"
+                f"{_json_hint(exc)}"
             ) from None
-    parsed = parse_yaml(raw, str(path), Limits(max_bytes=MAX_BYTES, max_depth=32, max_nodes=50_000))
+        notes.extend(f"{path.name} {note}" for note in repairs)
+        return data
+    limits = Limits(max_bytes=MAX_BYTES, max_depth=32, max_nodes=50_000)
+    parsed = parse_yaml(raw, str(path), limits)
+    first_error = None
+    for _ in range(len(importrepair.TEXT_KEYS)):
+        syntax = [p for p in parsed.problems if "duplicate key" not in p.message]
+        if not syntax or syntax[0].line is None or parsed.data is not None:
+            break
+        first_error = first_error or syntax[0]
+        # Only a title/summary/description YAML cannot read is repaired, as written.
+        repaired = importrepair.repair_yaml_text(raw.decode("utf-8-sig"), syntax[0].line)
+        if repaired is None:
+            break
+        text, note = repaired
+        notes.append(f"{path.name} {note}")
+        raw = text.encode("utf-8")
+        parsed = parse_yaml(raw, str(path), limits)
     if parsed.problems:
         duplicates = [p for p in parsed.problems if "duplicate key" in p.message]
         if len(duplicates) == len(parsed.problems):
             return _last_one_wins(raw, duplicates, notes)
         raise UserError(str(parsed.problems[0]))
     return parsed.data
+
+
+def _json_hint(exc: json.JSONDecodeError) -> str:
+    """What usually causes the error json reports (its own message is terse)."""
+    if exc.msg == "Expecting ',' delimiter":
+        return " (a '\"' inside a text must be written \\\", and values are separated by ',')"
+    if exc.msg.startswith("Expecting property name"):
+        return " (keys are written in double quotes)"
+    if exc.msg == "Invalid control character at":
+        return " (a line break inside a text must be written \\n)"
+    return ""
 
 
 def _last_one_wins(raw: bytes, duplicates: list[Any], notes: list[str]) -> Any:
