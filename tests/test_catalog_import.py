@@ -7,6 +7,7 @@ case, placeholder links, files migrated side by side, broken syntax).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -263,6 +264,10 @@ def test_what_only_the_author_knows_is_one_line(tmp_path):
         "license: AI4OS v2 metadata has no licence field and no LICENSE file lies beside "
         "it; pass --license SPDX-ID" in no_licence.problems[0]
     )
+    empty = importio.context_for(QUIRKS / "no-licence" / "ai4-metadata.yml", None)
+    empty = dataclasses.replace(empty, licence_text="\n")  # a LICENSE file left empty
+    with pytest.raises(ImportRefused, match="; LICENSE beside it is empty; pass --license"):
+        convert(importio.read_metadata(QUIRKS / "no-licence" / "ai4-metadata.yml"), context=empty)
     fixed = prepare(QUIRKS / "no-licence" / "ai4-metadata.yml", tmp_path, licence="apache 2.0")
     assert fixed.result == "valid", fixed.problems
     assert "license: Apache-2.0" in fixed.text
