@@ -5,7 +5,10 @@ reproduces its interface facts, written by us: one predict argument of each kind
 choice, a password, integers with and without a range, a float, a boolean, a dict passed as a
 string, a list of floats), three required file inputs (image, audio, video), an `accept`
 argument offering JSON, a ZIP of the inputs or the image back, a response schema for the
-JSON answer, and a training that sleeps `epoch_num` seconds.
+JSON answer (with the password echoed back), metadata with `author-email` as a dict and `url`
+as "Label, URL", and a training that sleeps `epoch_num` seconds. Compared by hand with the real
+demo served by deepaas 2.6.0: its /swagger.json declares the same predict and train arguments
+and response schema, and /v2/models/ the same metadata keys.
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ def get_metadata():
     return {
         "name": "demo_like",
         "author": "deepmarket tests",
+        # the real demo (from its package metadata) sends these shapes: a dict and "Label, URL"
+        "author-email": {"deepmarket tests": "tests@example.org"},
+        "url": "Homepage, https://example.org/demo_like",
         "license": "MIT",
         "version": "0.1.0",
         "description": "Echoes its inputs, like the AI4OS demo module.",
@@ -72,15 +78,16 @@ def get_predict_args():
 schema = {
     "demo_str": fields.Str(),
     "demo_str_choice": fields.Str(),
+    "demo_password": fields.Str(metadata={"format": "password"}),  # echoed back, as the demo does
     "demo_int": fields.Int(),
     "demo_int_range": fields.Int(),
     "demo_float": fields.Float(),
     "demo_bool": fields.Bool(),
     "demo_dict": fields.Dict(),
     "demo_list_of_floats": fields.List(fields.Float()),
-    "demo_image": fields.Str(),
-    "demo_audio": fields.Str(),
-    "demo_video": fields.Str(),
+    "demo_image": fields.Str(metadata={"description": "image"}),
+    "demo_audio": fields.Str(metadata={"description": "audio"}),
+    "demo_video": fields.Str(metadata={"description": "video"}),
     "labels": fields.List(fields.Str()),
     "probabilities": fields.List(fields.Float()),
     "accept": fields.Str(),
@@ -88,7 +95,6 @@ schema = {
 
 
 def predict(**kwargs):
-    kwargs.pop("demo_password", None)
     kwargs["demo_dict"] = ast.literal_eval(kwargs["demo_dict"])
     contents = {}
     for name in FILES:
