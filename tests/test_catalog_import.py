@@ -367,6 +367,13 @@ def test_broken_syntax_whose_meaning_is_not_certain_is_still_one_precise_line(tm
         [1, 2],
         ["line 2:2: trailing comma before ']' ignored; delete it in the source"],
     )
+    latin1 = tmp_path / "latin1" / "ai4-metadata.yml"
+    latin1.parent.mkdir()
+    latin1.write_bytes(b"title: x\nsummary: caf\xe9: a text YAML cannot read\n")
+    refused = prepare(latin1, tmp_path)
+    assert refused.problems == [
+        f"{latin1}:2:13: file is not UTF-8 text (byte 0xe9); save it as UTF-8"
+    ]
     # only title/summary/description are read as written; a broken list stays refused
     assert importrepair.repair_yaml_text("title: x\ntags: [a: b\n", 2) is None
     assert importrepair.repair_yaml_text('summary: "a\n  b"c\ntitle: x\n', 1) is None

@@ -102,7 +102,11 @@ def read_metadata(path: Path, notes: list[str] | None = None) -> Any:
             break
         first_error = first_error or syntax[0]
         # Only a title/summary/description YAML cannot read is repaired, as written.
-        repaired = importrepair.repair_yaml_text(raw.decode("utf-8-sig"), syntax[0].line)
+        try:
+            source = raw.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            break
+        repaired = importrepair.repair_yaml_text(source, syntax[0].line)
         if repaired is None:
             break
         text, note = repaired
