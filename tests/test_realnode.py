@@ -1,6 +1,6 @@
 """The dev cluster's real node: pods really run (kubelet + containerd + runc), Services work
-through kube-proxy, pods reach the apiserver, `kubectl logs` and `exec` work, and only
-workloads meant for the node land there.
+through kube-proxy, pods reach the apiserver and resolve Service names (cluster DNS),
+`kubectl logs` and `exec` work, and only workloads meant for the node land there.
 
 One control plane with the real node for this module (`real_node` fixture); pods use the
 locally built Python base image (`deepmarket dev images`)."""
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import urllib.request
 
 import pytest
@@ -282,3 +283,124 @@ def test_node_reports_this_machines_capacity_and_address(real_cluster, real_node
     assert int(node["status"]["capacity"]["cpu"]) == os.cpu_count()
     addresses = {a["type"]: a["address"] for a in node["status"]["addresses"]}
     assert addresses["InternalIP"] == real_node.plan.node_ip
+
+
+# --- cluster DNS -----------------------------------------------------------------------------
+
+DNS_PROBE = (
+    "import json, socket, sys\n"
+    "def lookup(name):\n"
+    "    try:\n"
+    "        infos = socket.getaddrinfo(name, None, socket.AF_INET, socket.SOCK_STREAM)\n"
+    "        return sorted({i[4][0] for i in infos})\n"
+    "    except socket.gaierror as exc:\n"
+    "        return exc.errno\n"
+    "print(json.dumps({name: lookup(name) for name in sys.argv[1:]}))\n"
+)
+EXTERNAL = "pypi.org"  # the machines this runs on reach PyPI
+NONEXISTENT = "deepmarket-no-such-name.invalid"  # RFC 6761: never resolves
+
+
+def host_lookup(name: str) -> list[str] | int:
+    try:
+        infos = socket.getaddrinfo(name, None, socket.AF_INET, socket.SOCK_STREAM)
+        return sorted({i[4][0] for i in infos})
+    except socket.gaierror as exc:
+        return exc.errno
+
+
+def test_pods_resolve_service_names_through_the_cluster_dns(real_cluster, real_namespace):
+    ns = real_namespace
+    # A Service in another namespace, found by `name.namespace` through the search path.
+    other = f"{ns}-other"[:63]
+    status, body = real_cluster.request(
+        "POST",
+        "/api/v1/namespaces",
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": other}},
+    )
+    assert status == 201, body
+    try:
+        create(
+            real_cluster,
+            other,
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": "store"},
+                "spec": {"selector": {"app": "store"}, "ports": [{"port": 80}]},
+            },
+        )
+        _, store = real_cluster.request("GET", f"/api/v1/namespaces/{other}/services/store")
+        names = [
+            "kubernetes.default.svc.cluster.local",
+            "kubernetes.default",
+            f"store.{other}",
+            f"no-such-service.{other}.svc.cluster.local",
+            EXTERNAL,
+            NONEXISTENT,
+        ]
+        create(
+            real_cluster,
+            ns,
+            pod("resolver", ["sh", "-c", 'cat /etc/resolv.conf; python3 -c "$0" "$@"', DNS_PROBE,
+                             *names], restartPolicy="Never"),
+        )  # fmt: skip
+        done = wait_pod(
+            real_cluster,
+            ns,
+            "resolver",
+            lambda p: p["status"].get("phase") in ("Succeeded", "Failed"),
+            "finished",
+        )
+        logs = real_cluster.kubectl("logs", "-n", ns, "resolver").stdout
+        assert done["status"]["phase"] == "Succeeded", logs
+    finally:
+        real_cluster.request("DELETE", f"/api/v1/namespaces/{other}")
+    lines = logs.strip().splitlines()
+    resolv, got = lines[:-1], json.loads(lines[-1])
+    # The kubelet points the pod at the kube-dns Service, with the cluster's search path.
+    assert f"nameserver {nodeconfig.DNS_SERVICE_IP}" in resolv, logs
+    search = next(line.split()[1:] for line in resolv if line.startswith("search "))
+    assert search[:3] == [f"{ns}.svc.cluster.local", "svc.cluster.local", "cluster.local"]
+    assert got["kubernetes.default.svc.cluster.local"] == ["10.0.0.1"], got
+    assert got["kubernetes.default"] == ["10.0.0.1"], got
+    assert got[f"store.{other}"] == [store["spec"]["clusterIP"]], got
+    # A missing Service is a clean "no such name" from CoreDNS itself, not a timeout.
+    assert got[f"no-such-service.{other}.svc.cluster.local"] == socket.EAI_NONAME, got
+    # Other names are forwarded to this machine's resolver: the pod sees what the host sees
+    # (an address, or the same clean failure where the host has no answer).
+    host = host_lookup(EXTERNAL)
+    if isinstance(host, list):
+        assert isinstance(got[EXTERNAL], list) and set(got[EXTERNAL]) & set(host), (got, host)
+    else:
+        assert got[EXTERNAL] == host, (got, host)
+    assert got[NONEXISTENT] == host_lookup(NONEXISTENT), got
+
+
+def test_the_cluster_dns_runs_with_a_read_only_identity(real_cluster, real_node):
+    _, svc = real_cluster.request("GET", "/api/v1/namespaces/kube-system/services/kube-dns")
+    assert svc["spec"]["clusterIP"] == nodeconfig.DNS_SERVICE_IP
+    assert {(p["protocol"], p["port"]) for p in svc["spec"]["ports"]} == {("UDP", 53), ("TCP", 53)}
+    assert "selector" not in svc["spec"]  # CoreDNS runs on the host, beside the kubelet
+    # CoreDNS's kubeconfig names its own client certificate, never the admin's.
+    kubeconfig = json.loads((real_node.plan.base / "coredns.kubeconfig").read_text())
+    assert kubeconfig["users"][0]["user"]["client-certificate"].endswith("coredns.crt")
+    who = ("--as", nodeconfig.DNS_USER)
+    allowed = [
+        ("list", "services"),
+        ("watch", "services"),
+        ("list", "namespaces"),
+        ("list", "endpointslices.discovery.k8s.io"),
+        ("watch", "endpointslices.discovery.k8s.io"),
+    ]
+    denied = [
+        ("get", "secrets"),
+        ("list", "pods"),
+        ("create", "services"),
+        ("delete", "endpointslices.discovery.k8s.io"),
+        ("list", "configmaps"),
+    ]
+    for verb, resource in allowed + denied:
+        out = real_cluster.kubectl("auth", "can-i", verb, resource, "-A", *who, check=False)
+        expected = "yes" if (verb, resource) in allowed else "no"
+        assert out.stdout.strip() == expected, (verb, resource, out.stdout, out.stderr)

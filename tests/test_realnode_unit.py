@@ -4,6 +4,7 @@ which images to build and when to rebuild them. No root, no processes."""
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from pathlib import Path
 
@@ -20,8 +21,9 @@ def plan(tmp_path: Path) -> NodePlan:
         base=tmp_path / "node",
         node_ip="192.0.2.2",
         pod_cidr="10.85.0.0/24",
-        ports=NodePorts(10250, 10248, 10256, 10249),
+        ports=NodePorts(10250, 10248, 10256, 10249, dns=5353, dns_ready=8181),
         ca_cert=tmp_path / "ca.crt",
+        upstreams=("192.0.2.53",),
     )
 
 
@@ -46,6 +48,7 @@ def test_kubelet_config_fits_a_cgroup_v1_host_without_cap_sys_resource(tmp_path)
     assert config["registerWithTaints"] == [nodeconfig.TAINT]
     assert all(v == "0%" for v in config["evictionHard"].values())
     assert config["containerRuntimeEndpoint"] == "unix:///run/deepmarket/node/containerd.sock"
+    assert config["clusterDNS"] == ["10.0.0.10"] and config["clusterDomain"] == "cluster.local"
 
 
 def test_containerd_keeps_every_state_dir_under_the_nodes_own_dir(tmp_path):
@@ -101,6 +104,90 @@ def test_apiserver_for_a_real_node_uses_node_authorization_and_lease_endpoints(t
     assert "--enable-admission-plugins=NodeRestriction" in real
     assert any(a.startswith("--kubelet-client-certificate=") for a in real)
     assert not [a for a in real if a.startswith("--advertise-address=127")]
+
+
+# --- cluster DNS ---------------------------------------------------------------------------
+
+RESOLVED_STUB = "# systemd-resolved\nnameserver 127.0.0.53\noptions edns0 trust-ad\nsearch lan\n"
+
+
+def test_pods_get_a_resolv_conf_whose_nameservers_they_can_reach():
+    plain = "nameserver 192.0.2.53\nnameserver 2001:db8::53\n"
+    assert nodeconfig.nameservers(plain + "nameserver fe80::1%eth0\n# nameserver 1.1.1.1\n") == [
+        "192.0.2.53",
+        "2001:db8::53",
+        "fe80::1",
+    ]
+    assert nodeconfig.kubelet_resolv_conf(plain, True) == "/etc/resolv.conf"
+    # systemd-resolved's stub is the pod's own loopback there: the real upstreams' file.
+    assert nodeconfig.kubelet_resolv_conf(RESOLVED_STUB, True) == nodeconfig.SYSTEMD_RESOLV_CONF
+    assert nodeconfig.kubelet_resolv_conf(RESOLVED_STUB, False) == "/etc/resolv.conf"
+
+
+def test_coredns_forwards_to_the_hosts_resolver_but_never_to_itself():
+    # On the host a loopback stub is reachable, so CoreDNS keeps the host's resolution.
+    assert nodeconfig.dns_upstreams(RESOLVED_STUB, "192.0.2.2") == ("127.0.0.53",)
+    looping = "nameserver 10.0.0.10\nnameserver 192.0.2.2\nnameserver 192.0.2.53\n"
+    assert nodeconfig.dns_upstreams(looping, "192.0.2.2") == ("192.0.2.53",)
+    assert nodeconfig.dns_upstreams("", "192.0.2.2") == ()
+
+
+def test_corefile_serves_the_cluster_domain_and_only_the_nodes_pods(tmp_path):
+    p = plan(tmp_path)
+    text = nodeconfig.corefile(p, tmp_path / "coredns.kubeconfig")
+    assert text.startswith(".:5353 {") and "bind 192.0.2.2" in text
+    assert "ready 127.0.0.1:8181" in text
+    assert "allow net 10.85.0.0/24 192.0.2.2/32 127.0.0.0/8" in text and "        block" in text
+    assert "kubernetes cluster.local in-addr.arpa ip6.arpa {" in text
+    assert f"kubeconfig {tmp_path / 'coredns.kubeconfig'}" in text
+    assert "forward . 192.0.2.53 {" in text and "loop" in text
+    assert text.count("{") == text.count("}")
+    # No upstream: no forward block (other names fail cleanly instead of timing out).
+    alone = nodeconfig.corefile(NodePlan(**{**p.__dict__, "upstreams": ()}), tmp_path / "k")
+    assert "forward" not in alone
+
+
+def test_kube_dns_service_points_at_coredns_on_the_host_with_a_read_only_role(tmp_path):
+    role, binding, service, slice_ = nodeconfig.dns_objects(plan(tmp_path))
+    verbs = {v for rule in role["rules"] for v in rule["verbs"]}
+    assert verbs == {"list", "watch"}
+    resources = {r for rule in role["rules"] for r in rule["resources"]}
+    assert resources == {"services", "namespaces", "endpointslices"}
+    assert binding["subjects"] == [
+        {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "system:coredns"}
+    ]
+    assert service["metadata"] == {**service["metadata"], "namespace": "kube-system"}
+    assert service["spec"]["clusterIP"] == "10.0.0.10" and "selector" not in service["spec"]
+    assert slice_["metadata"]["labels"]["kubernetes.io/service-name"] == "kube-dns"
+    for obj in (role, binding, service, slice_):  # label values as the apiserver accepts them
+        for value in obj["metadata"]["labels"].values():
+            assert re.fullmatch(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]", value), value
+    assert slice_["endpoints"][0]["addresses"] == ["192.0.2.2"]
+    # Port names match the Service's, so kube-proxy maps 53 to CoreDNS's port.
+    assert {(p["name"], p["protocol"], p["port"]) for p in slice_["ports"]} == {
+        ("dns", "UDP", 5353),
+        ("dns-tcp", "TCP", 5353),
+    }
+    assert {p["name"] for p in service["spec"]["ports"]} == {"dns", "dns-tcp"}
+
+
+PROC_NET_UDP = """\
+   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+  12: 0200000A:14E9 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 1 2
+  13: 0100007F:0035 0200007F:9C40 01 00000000:00000000 00:00000000 00000000     0        0 1 2
+"""
+PROC_NET_TCP6 = """\
+  sl  local_address                         remote_address                        st
+   0: 00000000000000000000000000000000:1F90 00000000000000000000000000000000:0000 0A
+   1: 0000000000000000FFFF00000100007F:9A77 0000000000000000FFFF00000100007F:C9D6 0A
+   2: 0000000000000000FFFF00000100007F:9A78 0000000000000000FFFF00000100007F:C9D6 01
+"""
+
+
+def test_listening_sockets_are_read_from_proc_net():
+    # bound UDP sockets only (state 07), the address in host byte order
+    assert hoststate.parse_proc_net("udp", PROC_NET_UDP) == ["udp 10.0.0.2:5353"]
+    assert hoststate.parse_proc_net("tcp6", PROC_NET_TCP6) == ["tcp :::8080", "tcp 127.0.0.1:39543"]
 
 
 IPT_BEFORE = """\

@@ -1,6 +1,6 @@
 """Find or build the control-plane binaries: etcd, kube-apiserver, kube-controller-manager,
 kube-scheduler, kubectl and kwok; and, for the real node, kubelet and kube-proxy (built from the
-same wrapper module, only when asked for).
+same wrapper module, only when asked for) and CoreDNS (tools/coredns: the cluster's DNS).
 
 Order of preference, per binary:
 
@@ -45,7 +45,9 @@ NAMES = (
 K8S_TOOLS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
 # The real node's binaries: a separate `go build` of the same module, so a cluster without a
 # real node never waits for them.
-NODE_NAMES = ("kubelet", "kube-proxy")
+K8S_NODE_TOOLS = ("kubelet", "kube-proxy")
+DNS_NAMES = ("coredns",)
+NODE_NAMES = K8S_NODE_TOOLS + DNS_NAMES
 ALL_NAMES = NAMES + NODE_NAMES
 
 TOOLS_DIR = Path(__file__).resolve().parents[2] / "tools"
@@ -138,6 +140,9 @@ def build_groups(tools_dir: Path = TOOLS_DIR, build_date: str = "") -> list[Grou
     k8s = module_version((tools_dir / "k8s" / "go.mod").read_text(), "k8s.io/kubernetes")
     etcd = module_version((tools_dir / "etcd" / "go.mod").read_text(), "go.etcd.io/etcd/server/v3")
     kwok = module_version((tools_dir / "kwok" / "go.mod").read_text(), "sigs.k8s.io/kwok")
+    coredns = module_version(
+        (tools_dir / "coredns" / "go.mod").read_text(), "github.com/coredns/coredns"
+    )
     # etcd and kwok first: small, and they do not wait on the long Kubernetes build.
     return [
         Group(
@@ -163,11 +168,13 @@ def build_groups(tools_dir: Path = TOOLS_DIR, build_date: str = "") -> list[Grou
         ),
         Group(
             tools_dir / "k8s",
-            tuple(f"k8s.io/kubernetes/cmd/{n}" for n in NODE_NAMES),
-            NODE_NAMES,
+            tuple(f"k8s.io/kubernetes/cmd/{n}" for n in K8S_NODE_TOOLS),
+            K8S_NODE_TOOLS,
             k8s,
             k8s_ldflags(k8s, build_date),
         ),
+        # CoreDNS reports its version from a constant (coremain.CoreVersion).
+        Group(tools_dir / "coredns", (".",), DNS_NAMES, coredns, "-s -w"),
     ]
 
 
@@ -176,6 +183,8 @@ def pinned_versions(tools_dir: Path = TOOLS_DIR) -> dict[str, str]:
 
 
 def version_command(name: str) -> list[str]:
+    if name == "coredns":
+        return ["-version"]
     return ["version", "--client"] if name == "kubectl" else ["--version"]
 
 
@@ -387,7 +396,8 @@ def ensure_binaries(
                 hint = {
                     K8S_TOOLS: "; a cold build takes ~15 min on 2 cores, later builds reuse "
                     "Go's cache",
-                    NODE_NAMES: "; ~2 min once the control plane's build filled Go's cache",
+                    K8S_NODE_TOOLS: "; ~2 min once the control plane's build filled Go's cache",
+                    DNS_NAMES: "; ~2 min, sharing the Kubernetes client in Go's cache",
                 }.get(group.names, "")
                 say(
                     f"building {', '.join(group.names)} {group.version} with go build "

@@ -1,6 +1,6 @@
 """What the real node changes on the host, seen from outside: iptables chains, network links,
-mounts, cgroups, a few sysctls and fixed paths. `snapshot()` reads them; the pure functions
-below say what to undo so the host is left as it was found.
+mounts, cgroups, a few sysctls, fixed paths and listening sockets. `snapshot()` reads them; the
+pure functions below say what to undo so the host is left as it was found.
 
 Only what the node itself creates is ever undone: chains with the prefixes kube-proxy, the
 kubelet and the CNI plugins use that did not exist before, mounts under the node's own dir or
@@ -8,6 +8,7 @@ network namespaces it created, its bridge, `kubepods` cgroups, paths that did no
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import shlex
 import subprocess
@@ -35,6 +36,8 @@ class Snapshot:
     sysctls: dict[str, str] = field(default_factory=dict)
     paths: dict[str, bool] = field(default_factory=dict)
     netns: list[str] = field(default_factory=list)
+    # "tcp 192.0.2.2:5353" for each listening TCP and bound UDP socket (CoreDNS's, kube-proxy's)
+    listeners: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -103,6 +106,31 @@ def mounts_to_undo(now: Iterable[str], before: Iterable[str], roots: Iterable[Pa
     return sorted(set(hits), key=lambda m: (-m.count("/"), m))
 
 
+def _hex_address(text: str) -> str:
+    """/proc/net/* `ADDR:PORT` in hex (the address in host byte order, 32-bit words) ->
+    `ip:port`."""
+    addr, port = text.split(":")
+    raw = bytes.fromhex(addr)
+    # each 32-bit word is little-endian on the machines this runs on (x86, arm64)
+    packed = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+    ip = ipaddress.ip_address(packed)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    return f"{ip}:{int(port, 16)}"
+
+
+def parse_proc_net(proto: str, text: str) -> list[str]:
+    """Listening sockets in a /proc/net/{tcp,udp}[6] table: TCP in LISTEN (0A), UDP bound
+    without a peer (07)."""
+    state = "0A" if proto.startswith("tcp") else "07"
+    found = []
+    for line in text.splitlines()[1:]:
+        parts = line.split()
+        if len(parts) > 3 and parts[3] == state:
+            found.append(f"{proto.rstrip('6')} {_hex_address(parts[1])}")
+    return found
+
+
 # --- reading the host ---------------------------------------------------------------------
 
 
@@ -144,6 +172,16 @@ def cgroup_dirs() -> list[str]:
     return sorted(found, key=lambda p: (-p.count("/"), p))
 
 
+def read_listeners() -> list[str]:
+    found: set[str] = set()
+    for proto in ("tcp", "tcp6", "udp", "udp6"):
+        try:
+            found.update(parse_proc_net(proto, (Path("/proc/net") / proto).read_text()))
+        except (OSError, ValueError):
+            continue
+    return sorted(found)
+
+
 def read_sysctl(key: str) -> str | None:
     try:
         return (Path("/proc/sys") / key).read_text().strip()
@@ -160,6 +198,7 @@ def snapshot(fixed_paths: Iterable[str]) -> Snapshot:
         sysctls={k: v for k in SYSCTLS if (v := read_sysctl(k)) is not None},
         paths={p: os.path.lexists(p) for p in fixed_paths},
         netns=sorted(p.name for p in NETNS_DIR.iterdir()) if NETNS_DIR.is_dir() else [],
+        listeners=read_listeners(),
     )
 
 
@@ -173,7 +212,7 @@ def differences(before: Snapshot, after: Snapshot) -> list[str]:
             removed = [x for x in b.get(table, []) if x not in set(a.get(table, []))]
             diffs += [f"{family} {table}: added {x}" for x in added]
             diffs += [f"{family} {table}: removed {x}" for x in removed]
-    for what in ("links", "mounts", "cgroups", "netns"):
+    for what in ("links", "mounts", "cgroups", "netns", "listeners"):
         b_set, a_set = set(getattr(before, what)), set(getattr(after, what))
         diffs += [f"{what}: added {x}" for x in sorted(a_set - b_set)]
         diffs += [f"{what}: removed {x}" for x in sorted(b_set - a_set)]

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from deepmarket.devcluster.config import SERVICE_CIDR
+
 NODE_NAME = "real-node-1"
 REAL_NODE_LABEL = "deepmarket.io/real-node"
 # Only workloads that tolerate this taint (and select the label) land on the real node; the
@@ -39,6 +41,19 @@ KUBELET_SYSCTLS = {
     "kernel/keys/root_maxkeys": "1000000",
     "kernel/keys/root_maxbytes": "25000000",
 }
+# Cluster DNS: CoreDNS on the host (see `corefile`) behind the `kube-dns` Service at the 10th
+# address of the Service range, as kubeadm places it (in the range's static band, so the
+# apiserver never hands it to another Service).
+CLUSTER_DOMAIN = "cluster.local"
+DNS_SERVICE_IP = str(ipaddress.ip_network(SERVICE_CIDR)[10])
+DNS_NAMESPACE = "kube-system"
+DNS_SERVICE = "kube-dns"
+# CoreDNS's identity (a client certificate) and the ClusterRole bound to it: read-only, only
+# what its kubernetes plugin lists and watches.
+DNS_USER = "system:coredns"
+DNS_MANAGER = "realnode.deepmarket.io"  # a label value: no slash
+SYSTEMD_RESOLVED_STUB = "127.0.0.53"
+SYSTEMD_RESOLV_CONF = "/run/systemd/resolve/resolv.conf"
 # Where nodes keep their state: short, because the kubelet and containerd put unix sockets
 # (at most 108 bytes of path) under it.
 NODES_DIR = Path("/var/lib/deepmarket-node")
@@ -66,6 +81,8 @@ class NodePorts:
     kubelet_healthz: int
     proxy_healthz: int
     proxy_metrics: int
+    dns: int  # CoreDNS, UDP and TCP on the node's address (the kube-dns Service's target)
+    dns_ready: int  # CoreDNS's ready plugin, on 127.0.0.1
 
 
 @dataclass(frozen=True)
@@ -85,6 +102,11 @@ class NodePlan:
     name: str = NODE_NAME
     bridge: str = BRIDGE
     max_open_files: int = 20000
+    # The host's resolver configuration the kubelet gives pods (search domains; `Default` pods'
+    # nameservers), see `kubelet_resolv_conf`.
+    resolv_conf: str = "/etc/resolv.conf"
+    # Where CoreDNS forwards names outside the cluster (the host's nameservers).
+    upstreams: tuple[str, ...] = ()
 
     @property
     def socket(self) -> Path:
@@ -220,8 +242,9 @@ def kubelet_config(plan: NodePlan) -> dict[str, Any]:
             "imagefs.available": "0%",
             "imagefs.inodesFree": "0%",
         },
-        "clusterDomain": "cluster.local",
-        "resolvConf": "/etc/resolv.conf",
+        "clusterDomain": CLUSTER_DOMAIN,
+        "clusterDNS": [DNS_SERVICE_IP],
+        "resolvConf": plan.resolv_conf,
         "serializeImagePulls": False,
         "registerWithTaints": [TAINT],
         # Pods stuck terminating would hold `dev down` up; a dev node need not wait long.
@@ -295,3 +318,145 @@ def kube_proxy_config(plan: NodePlan, kubeconfig: Path) -> dict[str, Any]:
 def to_json(data: dict[str, Any]) -> str:
     """Kubelet and kube-proxy configuration files are YAML; JSON is YAML."""
     return json.dumps(data, indent=1)
+
+
+# --- cluster DNS ---------------------------------------------------------------------------
+
+
+def nameservers(resolv_conf: str) -> list[str]:
+    """The `nameserver` addresses of a resolv.conf text, in order."""
+    found = []
+    for line in resolv_conf.splitlines():
+        parts = line.split("#", 1)[0].split()
+        if len(parts) >= 2 and parts[0] == "nameserver":
+            try:
+                found.append(str(ipaddress.ip_address(parts[1].split("%", 1)[0])))
+            except ValueError:
+                continue
+    return found
+
+
+def kubelet_resolv_conf(etc_resolv_conf: str, systemd_resolv_conf_exists: bool) -> str:
+    """The file the kubelet reads search domains (and `dnsPolicy: Default` pods' nameservers)
+    from. Under systemd-resolved /etc/resolv.conf names only its stub 127.0.0.53, which a pod
+    cannot reach (it is the pod's own loopback there): use the file listing the real upstream
+    servers instead, as kubeadm does."""
+    servers = nameservers(etc_resolv_conf)
+    if systemd_resolv_conf_exists and servers and set(servers) == {SYSTEMD_RESOLVED_STUB}:
+        return SYSTEMD_RESOLV_CONF
+    return "/etc/resolv.conf"
+
+
+def dns_upstreams(etc_resolv_conf: str, plan_node_ip: str) -> tuple[str, ...]:
+    """Where CoreDNS forwards other names: the host's own nameservers. CoreDNS runs on the host,
+    so a loopback stub (systemd-resolved's 127.0.0.53, a local dnsmasq) is reachable and keeps
+    the host's split DNS; only servers that would be CoreDNS itself are left out."""
+    own = {plan_node_ip, DNS_SERVICE_IP}
+    return tuple(s for s in nameservers(etc_resolv_conf) if s not in own)
+
+
+def corefile(plan: NodePlan, kubeconfig: Path) -> str:
+    """CoreDNS's configuration: cluster names from the apiserver, the rest forwarded to the
+    host's nameservers, answering only the node's pods and this host (an open resolver on the
+    machine's address would serve its whole network)."""
+    forward = (
+        f"    forward . {' '.join(plan.upstreams)} {{\n        max_concurrent 1000\n    }}\n"
+        if plan.upstreams
+        else ""
+    )
+    return f"""\
+.:{plan.ports.dns} {{
+    bind {plan.node_ip}
+    errors
+    log . {{
+        class error
+    }}
+    ready 127.0.0.1:{plan.ports.dns_ready}
+    acl {{
+        allow net {plan.pod_cidr} {plan.node_ip}/32 127.0.0.0/8
+        block
+    }}
+    kubernetes {CLUSTER_DOMAIN} in-addr.arpa ip6.arpa {{
+        kubeconfig {kubeconfig}
+        fallthrough in-addr.arpa ip6.arpa
+        ttl 30
+    }}
+{forward}    cache 30
+    loop
+}}
+"""
+
+
+def coredns_args(coredns: Path, corefile_path: Path) -> list[str]:
+    return [str(coredns), "-conf", str(corefile_path)]
+
+
+def dns_objects(plan: NodePlan) -> list[dict[str, Any]]:
+    """What the cluster holds for its DNS: the read-only ClusterRole bound to CoreDNS's user,
+    the `kube-dns` Service at its fixed ClusterIP (no selector: CoreDNS is no pod) and the
+    EndpointSlice that points it at CoreDNS on the host."""
+    labels = {"k8s-app": "kube-dns", "kubernetes.io/name": "CoreDNS"}
+    return [
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": DNS_USER, "labels": labels},
+            "rules": [
+                {
+                    "apiGroups": [""],
+                    "resources": ["services", "namespaces"],
+                    "verbs": ["list", "watch"],
+                },
+                {
+                    "apiGroups": ["discovery.k8s.io"],
+                    "resources": ["endpointslices"],
+                    "verbs": ["list", "watch"],
+                },
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": DNS_USER, "labels": labels},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": DNS_USER,
+            },
+            "subjects": [
+                {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": DNS_USER}
+            ],
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": DNS_SERVICE, "namespace": DNS_NAMESPACE, "labels": labels},
+            "spec": {
+                "clusterIP": DNS_SERVICE_IP,
+                "ports": [
+                    {"name": "dns", "port": 53, "protocol": "UDP"},
+                    {"name": "dns-tcp", "port": 53, "protocol": "TCP"},
+                ],
+            },
+        },
+        {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {
+                "name": f"{DNS_SERVICE}-host",
+                "namespace": DNS_NAMESPACE,
+                "labels": {
+                    **labels,
+                    "kubernetes.io/service-name": DNS_SERVICE,
+                    # not the EndpointSlice controllers': they leave it alone
+                    "endpointslice.kubernetes.io/managed-by": DNS_MANAGER,
+                },
+            },
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [plan.node_ip], "conditions": {"ready": True}}],
+            "ports": [
+                {"name": "dns", "port": plan.ports.dns, "protocol": "UDP"},
+                {"name": "dns-tcp", "port": plan.ports.dns, "protocol": "TCP"},
+            ],
+        },
+    ]

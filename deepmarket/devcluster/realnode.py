@@ -1,6 +1,15 @@
 """One real node beside the simulated ones: containerd + runc (Debian), the kubelet and
 kube-proxy (built from tools/k8s), joined to a running `ControlPlane` started with
-`node_ip=host_ip()`.
+`node_ip=host_ip()`; and the cluster's DNS, CoreDNS (tools/coredns), behind the `kube-dns`
+Service.
+
+CoreDNS runs as a host process beside the kubelet, not as a pod: it is started and stopped by
+PID with the node, it needs no image, and from the host it reaches the host's own resolver
+(even a loopback stub such as systemd-resolved's 127.0.0.53, which pods cannot reach; pods
+have no route to the outside either, their bridge does no NAT). It listens on the node's
+address on a free port, answers only the node's pods and this host, and the `kube-dns` Service
+(no selector) points at it through an EndpointSlice, so kube-proxy carries pods' queries to
+10.0.0.10:53 there.
 
     with ControlPlane(controllers=True, node_ip=host_ip()) as cp, RealNode(cp, images=[...]):
         ...  # pods tolerating the node's taint and selecting its label really run
@@ -41,7 +50,7 @@ from deepmarket.errors import UserError
 RUN_DIR = Path("/run/deepmarket")
 RECORD = RUN_DIR / "realnode.json"
 LOCK = RUN_DIR / "realnode.lock"
-STOP_ORDER = ("kube-proxy", "kubelet", "containerd")
+STOP_ORDER = ("coredns", "kube-proxy", "kubelet", "containerd")
 HOST_TOOLS = ("containerd", "ctr", "runc", "iptables", "ip6tables", "unshare", "mount", "ip")
 _MNT_DETACH = 2
 
@@ -96,6 +105,21 @@ def _host_networks() -> list[str]:
     ).stdout
     nets += [line.split()[3] for line in addrs.splitlines() if len(line.split()) > 3]
     return nets
+
+
+def free_dns_port(ip: str, attempts: int = 20) -> int:
+    """A port free for both UDP and TCP on `ip` right now (DNS answers on both)."""
+    for _ in range(attempts):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind((ip, 0))
+            port = tcp.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                try:
+                    udp.bind((ip, port))
+                except OSError:
+                    continue
+                return port
+    raise ControlPlaneError(f"no port free for both UDP and TCP on {ip} after {attempts} tries")
 
 
 def _nofile_limit() -> int:
@@ -417,12 +441,18 @@ class RealNode:
         """Under the host lock: snapshot the host and write the record before changing it."""
         tag = hashlib.sha256(str(self.cp.workdir).encode()).hexdigest()[:10]
         base = nodeconfig.NODES_DIR / tag
-        k = free_ports(4)
+        k = free_ports(5)
+        node_ip = self.cp.node_ip or host_ip()
+        resolv = _read(Path("/etc/resolv.conf")) or ""
         self.plan = NodePlan(
             base=base,
-            node_ip=self.cp.node_ip or host_ip(),
+            node_ip=node_ip,
             pod_cidr=nodeconfig.choose_pod_cidr(_host_networks()),
-            ports=NodePorts(*k),
+            ports=NodePorts(*k[:4], dns=free_dns_port(node_ip), dns_ready=k[4]),
+            resolv_conf=nodeconfig.kubelet_resolv_conf(
+                resolv, Path(nodeconfig.SYSTEMD_RESOLV_CONF).exists()
+            ),
+            upstreams=nodeconfig.dns_upstreams(resolv, node_ip),
             ca_cert=self.cp.workdir / "pki" / "ca.crt",
             run_dir=RUN_DIR / f"node-{tag}",
             containerd_root=cache_root() / "realnode" / "containerd",
@@ -444,6 +474,12 @@ class RealNode:
             "containerd_root": str(self.plan.containerd_root),
             "bridge": self.plan.bridge,
             "pod_cidr": self.plan.pod_cidr,
+            "dns": {
+                "service_ip": nodeconfig.DNS_SERVICE_IP,
+                "listen": f"{node_ip}:{self.plan.ports.dns}",
+                "ready": f"127.0.0.1:{self.plan.ports.dns_ready}",
+                "upstreams": list(self.plan.upstreams),
+            },
             "node": self.plan.name,
             "server": self.cp.server,
             "pids": {},
@@ -475,8 +511,9 @@ class RealNode:
         # system:kube-proxy (bound to system:node-proxier by the bootstrap policy).
         write_client_cert(cp.pki, "kubelet", f"system:node:{plan.name}", "system:nodes")
         write_client_cert(cp.pki, "kube-proxy", "system:kube-proxy")
+        write_client_cert(cp.pki, "coredns", nodeconfig.DNS_USER)
         kubeconfigs = {}
-        for who in ("kubelet", "kube-proxy"):
+        for who in ("kubelet", "kube-proxy", "coredns"):
             path = plan.base / f"{who}.kubeconfig"
             path.write_text(json.dumps(kubeconfig(cp.server, cp.pki, component=who)))
             kubeconfigs[who] = path
@@ -489,6 +526,9 @@ class RealNode:
         self._wait(lambda: self._ctr("version").returncode == 0, "containerd")
         self.timings["containerd answers"] = time.monotonic() - t0
         self.say(f"containerd answers ({time.monotonic() - t0:.1f}s)")
+        # CoreDNS needs only the apiserver: it syncs while the images load and the kubelet
+        # starts.
+        self._start_dns(kubeconfigs["coredns"])
         marker = (plan.containerd_root or plan.base) / "deepmarket-imported.txt"
         for image in self.images:
             if _read(marker) == image.name:
@@ -528,7 +568,34 @@ class RealNode:
         self._spawn("kube-proxy", cmd, cmd)
         self._wait(self._proxy_synced, "kube-proxy's first sync")
         self.timings["kube-proxy synced"] = time.monotonic() - t0
-        self.say(f"kube-proxy synced; real node up in {time.monotonic() - t0:.1f}s")
+        self._wait(self._dns_ready, "CoreDNS's first sync with the apiserver")
+        self.timings["DNS ready"] = time.monotonic() - t0
+        self.say(
+            f"kube-proxy synced, cluster DNS at {nodeconfig.DNS_SERVICE_IP}; real node up in "
+            f"{time.monotonic() - t0:.1f}s"
+        )
+
+    def _start_dns(self, kubeconfig_path: Path) -> None:
+        """The kube-dns Service, its EndpointSlice and CoreDNS's RBAC (server-side applied,
+        so a restart finds them as it left them), then CoreDNS itself."""
+        plan, cp, binaries = self.plan, self.cp, self.binaries
+        assert plan is not None and binaries is not None
+        for obj in nodeconfig.dns_objects(plan):
+            status, body = cp.request(
+                "PATCH",
+                _object_path(obj) + "?fieldManager=deepmarket-realnode&force=true",
+                obj,
+                headers={"Content-Type": "application/apply-patch+yaml"},
+            )
+            if status not in (200, 201):
+                raise ControlPlaneError(
+                    f"creating {obj['kind']} {obj['metadata']['name']} for the cluster DNS "
+                    f"failed ({status}): {body}"
+                )
+        corefile = plan.base / "Corefile"
+        corefile.write_text(nodeconfig.corefile(plan, kubeconfig_path))
+        cmd = nodeconfig.coredns_args(binaries["coredns"], corefile)
+        self._spawn("coredns", cmd, cmd)
 
     def _ctr(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
         assert self.plan is not None
@@ -549,6 +616,15 @@ class RealNode:
     def _proxy_synced(self) -> bool:
         assert self.plan is not None
         url = f"http://127.0.0.1:{self.plan.ports.proxy_healthz}/healthz"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                return resp.status == 200
+        except OSError:
+            return False
+
+    def _dns_ready(self) -> bool:
+        assert self.plan is not None
+        url = f"http://127.0.0.1:{self.plan.ports.dns_ready}/ready"
         try:
             with urllib.request.urlopen(url, timeout=2) as resp:
                 return resp.status == 200
@@ -594,6 +670,21 @@ class RealNode:
         self.procs = {}
         self.record = {}
         return problems
+
+
+def _object_path(obj: dict) -> str:
+    """The REST path of one object (the few kinds `nodeconfig.dns_objects` returns)."""
+    group, _, version = obj["apiVersion"].rpartition("/")
+    prefix = f"/apis/{group}/{version}" if group else f"/api/{version}"
+    plural = {
+        "Service": "services",
+        "EndpointSlice": "endpointslices",
+        "ClusterRole": "clusterroles",
+        "ClusterRoleBinding": "clusterrolebindings",
+    }[obj["kind"]]
+    meta = obj["metadata"]
+    ns = f"/namespaces/{meta['namespace']}" if meta.get("namespace") else ""
+    return f"{prefix}{ns}/{plural}/{meta['name']}"
 
 
 def _read(path: Path) -> str | None:
