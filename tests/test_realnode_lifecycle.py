@@ -1,6 +1,7 @@
 """`deepmarket dev up` with the real node, and `deepmarket dev down` leaving the host as it
-found it: no process, mount, bridge, iptables chain, cgroup, network namespace or sysctl
-change left behind; the same after the process that started a node is killed with -9.
+found it: no process (CoreDNS included), listening socket, mount, bridge, iptables chain,
+cgroup, network namespace or sysctl change left behind; the same after the process that
+started a node is killed with -9.
 
 Each test starts (and stops) a real node of its own, so these tests cannot share the
 `real_node` fixture's; the host snapshot is compared before and after."""
@@ -38,10 +39,13 @@ def node_ready(cluster_binaries):
         pytest.skip(f"real node unavailable: {exc}")
 
 
-def relevant(line: str, base: str) -> bool:
+def relevant(line: str, record: dict) -> bool:
     """Host differences the node could have caused (other people's work on the machine may
     change unrelated things meanwhile)."""
+    dns = record.get("dns", {})
     marks = (
+        f" {dns.get('listen', 'no-dns')}",  # CoreDNS's sockets ("listeners: added udp ip:port")
+        f" {dns.get('ready', 'no-dns')}",
         "KUBE-",
         "CNI-",
         nodeconfig.BRIDGE,
@@ -51,7 +55,7 @@ def relevant(line: str, base: str) -> bool:
         "netns: ",
         "sysctl ",
         "path ",
-        base,
+        record["base"],
     )
     return any(m in line for m in marks)
 
@@ -104,8 +108,12 @@ def test_dev_up_runs_a_real_node_and_down_leaves_the_host_as_found(node_ready, t
         assert node_processes(record)
         status = deepmarket("dev", "status", env=env)
         assert status.returncode == 0
-        for name in ("kubelet", "containerd", "kube-proxy"):
+        for name in ("kubelet", "containerd", "kube-proxy", "coredns"):
             assert name in status.stdout
+        # CoreDNS listens while the node runs (the snapshot after `down` must not show it).
+        listening = hoststate.read_listeners()
+        assert f"udp {record['dns']['listen']}" in listening
+        assert f"tcp {record['dns']['listen']}" in listening
         # A real pod, so that down has containers, mounts, a netns and veths to undo.
         kubectl = Path(
             json.loads((tmp_path / "dev" / "state.json").read_text())["commands"]["kube-apiserver"][
@@ -150,7 +158,7 @@ def test_dev_up_runs_a_real_node_and_down_leaves_the_host_as_found(node_ready, t
     assert "real node stopped" in down.stderr
     after = hoststate.snapshot(nodeconfig.FIXED_PATHS)
     base = record["base"]
-    assert [d for d in hoststate.differences(before, after) if relevant(d, base)] == []
+    assert [d for d in hoststate.differences(before, after) if relevant(d, record)] == []
     assert node_processes(record) == []
     assert pod_processes() == []
     assert not Path(base).exists()
@@ -206,7 +214,7 @@ def test_a_node_whose_owner_was_killed_is_cleaned_up_from_its_record(node_ready,
             proc.wait()
         realnode.recover()
     after = hoststate.snapshot(nodeconfig.FIXED_PATHS)
-    assert [d for d in hoststate.differences(before, after) if relevant(d, record["base"])] == []
+    assert [d for d in hoststate.differences(before, after) if relevant(d, record)] == []
     assert node_processes(record) == []
     assert pod_processes() == []
     assert realnode.read_record() is None
