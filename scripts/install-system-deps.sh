@@ -4,7 +4,15 @@
 # runtime and image tools.
 set -euo pipefail
 need=()
-command -v chromium >/dev/null 2>&1 || need+=(chromium)
+if ! command -v chromium >/dev/null 2>&1; then
+  if grep -qi '^ID=ubuntu' /etc/os-release 2>/dev/null; then
+    # Ubuntu has no chromium deb (only a stub that installs the snap, not /usr/bin/chromium);
+    # GitHub's ubuntu-24.04 runners ship Chromium at /usr/bin/chromium already.
+    echo "warning: no chromium on PATH; on Ubuntu link a Chromium or Chrome to /usr/bin/chromium" >&2
+  else
+    need+=(chromium)
+  fi
+fi
 command -v rclone >/dev/null 2>&1 || need+=(rclone)
 command -v shellcheck >/dev/null 2>&1 || need+=(shellcheck)  # actionlint checks run: scripts with it
 # The site's checkers: the Nu Html Checker runs on Java, axe-core comes from npm.
@@ -14,7 +22,9 @@ command -v npm >/dev/null 2>&1 || need+=(nodejs npm)
 # The catalog sync's tests serve real repositories with git's own CGI, git http-backend.
 [ -x /usr/lib/git-core/git-http-backend ] || need+=(git)
 # The dev cluster's real node: containerd + runc + CNI plugins run its pods, iptables carries
-# kube-proxy's Services, podman + debootstrap build its images without a Docker engine.
+# kube-proxy's Services, podman + debootstrap build its images without a Docker engine. The
+# names are the same on Ubuntu 24.04, where Docker's containerd.io (GitHub's runners) already
+# provides containerd and runc.
 command -v containerd >/dev/null 2>&1 || need+=(containerd)
 command -v runc >/dev/null 2>&1 || need+=(runc)
 [ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)

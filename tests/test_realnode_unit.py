@@ -63,6 +63,11 @@ def test_containerd_keeps_every_state_dir_under_the_nodes_own_dir(tmp_path):
         assert values and all(v.startswith(base) for v in values), key
     assert "restrict_oom_score_adj = true" in text and "SystemdCgroup = false" in text
     assert f'sandbox_image = "{images.PAUSE_IMAGE}"' in text
+    # runc where this machine has it (Debian: /usr/sbin; Docker's containerd.io: /usr/bin)
+    other = nodeconfig.containerd_config(
+        NodePlan(**{**plan(tmp_path).__dict__, "runc": "/usr/bin/runc"}), images.PAUSE_IMAGE
+    )
+    assert 'BinaryName = "/usr/bin/runc"' in other
 
 
 def test_cni_bridge_uses_the_chosen_range_and_no_masquerading(tmp_path):
@@ -247,6 +252,40 @@ def test_mounts_to_undo_are_the_new_ones_under_the_nodes_dirs_deepest_first():
         "/run/netns/cni-1",
         "/x/node/kubelet",
     ]
+
+
+def test_pod_cgroups_are_found_on_v1_hybrid_and_v2_unified_hosts(tmp_path):
+    # v1/hybrid (Debian 12 here): one hierarchy per controller, controller links, unified/.
+    v1 = tmp_path / "v1"
+    for sub in (
+        "memory/kubepods/besteffort/pod1/c1",
+        "cpu,cpuacct/kubepods",
+        "unified/kubepods",
+        "memory/system.slice",
+    ):
+        (v1 / sub).mkdir(parents=True)
+    (v1 / "cpu").symlink_to(v1 / "cpu,cpuacct")
+    assert hoststate.cgroup_dirs(v1) == [
+        f"{v1}/memory/kubepods/besteffort/pod1/c1",
+        f"{v1}/memory/kubepods/besteffort/pod1",
+        f"{v1}/memory/kubepods/besteffort",
+        f"{v1}/cpu,cpuacct/kubepods",
+        f"{v1}/memory/kubepods",
+        f"{v1}/unified/kubepods",
+    ]
+    # v2/unified (Ubuntu 24.04, GitHub's runners): one tree, the kubelet's cgroupfs driver
+    # puts kubepods at its root beside systemd's slices; files there are no hierarchies.
+    v2 = tmp_path / "v2"
+    for sub in ("kubepods/burstable/pod2/c2", "system.slice/docker.service", "user.slice"):
+        (v2 / sub).mkdir(parents=True)
+    (v2 / "cgroup.procs").write_text("1\n")
+    assert hoststate.cgroup_dirs(v2) == [
+        f"{v2}/kubepods/burstable/pod2/c2",
+        f"{v2}/kubepods/burstable/pod2",
+        f"{v2}/kubepods/burstable",
+        f"{v2}/kubepods",
+    ]
+    assert hoststate.cgroup_dirs(tmp_path / "none") == []
 
 
 def test_differences_name_what_changed():

@@ -155,15 +155,19 @@ def read_mounts() -> list[str]:
     return points
 
 
-def cgroup_dirs() -> list[str]:
+def cgroup_dirs(root: Path = CGROUP_ROOT) -> list[str]:
     """Every `kubepods` directory, in every cgroup hierarchy, deepest first."""
     found: list[str] = []
-    if not CGROUP_ROOT.is_dir():
+    if not root.is_dir():
         return found
-    # cgroup v1: one hierarchy per controller (/sys/fs/cgroup/memory/kubepods, ...);
-    # v2: one tree (/sys/fs/cgroup/kubepods).
-    tops = [CGROUP_ROOT / POD_CGROUP] + [
-        h / POD_CGROUP for h in CGROUP_ROOT.iterdir() if h.name != POD_CGROUP and h.is_dir()
+    # cgroup v1 (and hybrid): one hierarchy per controller (/sys/fs/cgroup/memory/kubepods,
+    # ..., and unified/kubepods); v2 (unified, e.g. Ubuntu 24.04): one tree, where the
+    # kubelet's cgroupfs driver makes /sys/fs/cgroup/kubepods beside systemd's slices.
+    # Controller links (cpu -> cpu,cpuacct) are skipped: their target is listed itself.
+    tops = [root / POD_CGROUP] + [
+        h / POD_CGROUP
+        for h in root.iterdir()
+        if h.name != POD_CGROUP and h.is_dir() and not h.is_symlink()
     ]
     for top in tops:
         if top.is_dir() and not top.is_symlink():

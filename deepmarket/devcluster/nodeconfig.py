@@ -107,6 +107,9 @@ class NodePlan:
     resolv_conf: str = "/etc/resolv.conf"
     # Where CoreDNS forwards names outside the cluster (the host's nameservers).
     upstreams: tuple[str, ...] = ()
+    # Debian's runc is /usr/sbin/runc; Docker's containerd.io package (GitHub's Ubuntu runners)
+    # ships /usr/bin/runc: the one on PATH.
+    runc: str = "/usr/sbin/runc"
 
     @property
     def socket(self) -> Path:
@@ -175,7 +178,7 @@ oom_score = 0
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         SystemdCgroup = false
-        BinaryName = "/usr/sbin/runc"
+        BinaryName = "{plan.runc}"
         Root = "{b / "runc"}"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "{CNI_BIN_DIR}"

@@ -90,9 +90,20 @@ def missing_prerequisites() -> list[str]:
             f"missing {', '.join(tools)}: run `bash scripts/install-system-deps.sh` "
             "(Debian: containerd runc containernetworking-plugins iptables)"
         )
-    if "overlay" not in Path("/proc/filesystems").read_text():
+    if not _has_overlayfs():
         why.append("the kernel lacks overlayfs (containerd's snapshotter)")
     return why
+
+
+def _has_overlayfs() -> bool:
+    """overlayfs is registered, or is a module the kernel loads on the first mount (Ubuntu
+    builds it as one; it shows in /proc/filesystems only once something used it)."""
+    if "overlay" in Path("/proc/filesystems").read_text():
+        return True
+    modules = Path("/lib/modules") / platform.release()
+    return any(modules.glob("kernel/fs/overlayfs/overlay.ko*")) or "overlay.ko" in (
+        _read(modules / "modules.builtin") or ""
+    )
 
 
 def _host_networks() -> list[str]:
@@ -453,6 +464,7 @@ class RealNode:
                 resolv, Path(nodeconfig.SYSTEMD_RESOLV_CONF).exists()
             ),
             upstreams=nodeconfig.dns_upstreams(resolv, node_ip),
+            runc=shutil.which("runc") or "/usr/sbin/runc",
             ca_cert=self.cp.workdir / "pki" / "ca.crt",
             run_dir=RUN_DIR / f"node-{tag}",
             containerd_root=cache_root() / "realnode" / "containerd",
