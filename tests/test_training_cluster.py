@@ -413,6 +413,23 @@ def test_admission_refuses_bad_specs(installed, namespace):
         "apply", "-n", namespace, "-f", "-", input=json.dumps(changed), check=False
     )
     assert done.returncode != 0 and "cannot change after creation" in done.stderr
+    # The args are what the run trained with: a change, an addition or a removal is refused.
+    for args in ({"data_dir": "$(DATA_DIR)", "max_iter": 5}, {"data_dir": "/elsewhere"}, None):
+        edited = run("fixed")
+        if args is None:
+            del edited["spec"]["args"]
+        else:
+            edited["spec"]["args"] = args
+        done = cluster.kubectl(
+            "apply", "-n", namespace, "-f", "-", input=json.dumps(edited), check=False
+        )
+        assert done.returncode != 0 and "spec.args cannot" in done.stderr, (args, done.stderr)
+    relabelled = run("fixed")
+    relabelled["metadata"]["labels"] = {"team": "a"}  # the rest of the object stays editable
+    done = cluster.kubectl(
+        "apply", "-n", namespace, "-f", "-", input=json.dumps(relabelled), check=False
+    )
+    assert done.returncode == 0, done.stderr
     explain = cluster.kubectl("explain", "trainingrun.spec.runPolicy").stdout
     assert "ttlSecondsAfterFinished" in explain and "never" in explain
 

@@ -232,6 +232,22 @@ def test_pending_reasons_name_the_missing_resource(catalog) -> None:
     why = quota_block(quotas, training)
     assert why and why.startswith("quota too small: 2 of 4 GPUs in use (ResourceQuota 'gpus'")
     assert "asks for 4" in why
+    # Any resource the pod asks for: the quota, the resource, requested, used and allowed.
+    cpu_run = {**r, "spec": {**r["spec"], "resources": {"gpu": 0, "cpu": "1500m", "memory": "2Gi"}}}
+    cpu_quota = {"metadata": {"name": "team-a"}, "status": {
+        "hard": {"requests.cpu": "4", "requests.memory": "8Gi", "pods": "10"},
+        "used": {"requests.cpu": "3", "requests.memory": "1Gi", "pods": "2"}}}  # fmt: skip
+    why_cpu = quota_block([cpu_quota], resolve(cpu_run["spec"], catalog), "lab")
+    assert why_cpu and why_cpu.startswith(
+        "exceeds ResourceQuota 'team-a': requests.cpu 1500m requested, 3 used of 4."
+    ), why_cpu
+    assert "kubectl edit resourcequota team-a -n lab" in why_cpu
+    roomy = {**cpu_quota, "status": {**cpu_quota["status"], "hard": {"requests.cpu": "8"}}}
+    assert quota_block([roomy], resolve(cpu_run["spec"], catalog), "lab") is None
+    full = {"metadata": {"name": "count"}, "status": {"hard": {"pods": "2"}, "used": {"pods": "2"}}}
+    assert "pods 1 requested, 2 used of 2" in (
+        quota_block([full], resolve(cpu_run["spec"], catalog), "lab") or ""
+    )
     st = derive(r, catalog, quota=why)
     assert (st["phase"], st["reason"]) == ("Pending", "Unschedulable")
     assert conditions(st)["Created"] == ("False", "Unschedulable")

@@ -45,24 +45,27 @@ def require_tools() -> None:
         pytest.skip("wsgidav is not installed (pip install -e '.[test]')")
 
 
-def _wait_listening(port: int, process: subprocess.Popen, log: Path, timeout: float = 60) -> None:
+def _wait_listening(
+    port: int, process: subprocess.Popen, log: Path, timeout: float = 60, host: str = "127.0.0.1"
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"wsgidav exited {process.returncode}: {log.read_text()[-2000:]}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+        with contextlib.suppress(OSError), socket.create_connection((host, port), 0.5):
             return
         time.sleep(0.1)
     raise RuntimeError(f"wsgidav did not listen within {timeout}s: {log.read_text()[-2000:]}")
 
 
 @contextlib.contextmanager
-def webdav(tmp: Path) -> Iterator[WebDav]:
+def webdav(tmp: Path, host: str = "127.0.0.1") -> Iterator[WebDav]:
+    """`host`: the address to bind, e.g. the real node's bridge gateway, which its pods reach."""
     root = tmp / "dav-root"
     root.mkdir(parents=True)
-    port = serve.free_port()
+    port = serve.free_port(host)
     config = {
-        "host": "127.0.0.1",
+        "host": host,
         "port": port,
         "provider_mapping": {DAV_PREFIX: str(root)},
         "http_authenticator": {
@@ -86,8 +89,8 @@ def webdav(tmp: Path) -> Iterator[WebDav]:
             stderr=subprocess.STDOUT,
         )
     try:
-        _wait_listening(port, process, log)
-        yield WebDav(root, f"http://127.0.0.1:{port}{DAV_PREFIX}", log)
+        _wait_listening(port, process, log, host=host)
+        yield WebDav(root, f"http://{host}:{port}{DAV_PREFIX}", log)
     finally:
         process.terminate()
         try:

@@ -63,6 +63,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         tolerations = tuple(_toleration(t) for t in args.toleration)
     except ValueError as err:
         raise UsageError(f"--toleration: {err}") from None
+    try:
+        cpu_tolerations = tuple(_toleration(t) for t in args.cpu_training_toleration)
+    except ValueError as err:
+        raise UsageError(f"--cpu-training-toleration: {err}") from None
+    selector = []
+    for item in args.cpu_training_node_selector:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--cpu-training-node-selector {item!r}: give KEY=VALUE")
+        selector.append((key, value))
+    if args.weights_image is not None and not args.weights_image.strip():
+        raise UsageError("--weights-image: give an image with rclone on its PATH")
     progress_url = (args.progress_url or "").rstrip("/") or None
     if progress_url and not progress_url.startswith(("http://", "https://")):
         raise UsageError(f"--progress-url {progress_url}: give an http(s) URL")
@@ -77,7 +89,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         git_max_bytes=args.git_max_mb * 1024 * 1024,
         progress_listen=args.progress_listen,
         progress_url=progress_url,
+        progress_url_by_cluster_ip=args.progress_url_by_cluster_ip,
+        cpu_training_node_selector=tuple(selector),
+        cpu_training_tolerations=cpu_tolerations,
     )
+    if args.weights_image:
+        options = replace(options, weights_image=args.weights_image)
+    if args.progress_url_by_cluster_ip and not progress_url:
+        raise UsageError("--progress-url-by-cluster-ip needs --progress-url")
     if args.training_tools_image:
         options = replace(options, training_tools_image=args.training_tools_image)
     run(
@@ -161,5 +180,19 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="serve the TrainingRun progress endpoint at HOST:PORT")  # fmt: skip
     p.add_argument("--progress-url", metavar="URL",
                    help="the URL pods reach that endpoint at, e.g. "
-                   "http://deepmarket-operator.deepmarket-system.svc:8081/progress")  # fmt: skip
+                   "http://deepmarket-operator-progress.deepmarket-system.svc:8081"
+                   "/progress")  # fmt: skip
+    p.add_argument("--progress-url-by-cluster-ip", action="store_true",
+                   help="give pods the ClusterIP of the Service --progress-url names "
+                   "(<service>.<namespace>.svc) instead of its name: for clusters without "
+                   "cluster DNS")  # fmt: skip
+    p.add_argument("--cpu-training-node-selector", action="append", default=[],
+                   metavar="KEY=VALUE", help="run TrainingRun pods that request no GPU on "
+                   "nodes with this label (repeatable)")  # fmt: skip
+    p.add_argument("--cpu-training-toleration", action="append", default=[],
+                   metavar="KEY[=VALUE][:EFFECT]", help="and let them tolerate this taint "
+                   "(repeatable)")  # fmt: skip
+    p.add_argument("--weights-image", metavar="IMAGE",
+                   help="image with rclone on its PATH that fetches a DeepModule's weights "
+                   "(default rclone/rclone:1.68.2)")  # fmt: skip
     p.set_defaults(func=cmd_run)

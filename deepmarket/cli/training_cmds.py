@@ -285,8 +285,21 @@ def report_end(run: dict[str, Any]) -> int:
     return 1
 
 
-def deepmodule_for(run: dict[str, Any], name: str) -> dict[str, Any]:
-    """A DeepModule serving a Succeeded run's model (pure); UserError when it is not Succeeded."""
+def placement_of(job: dict[str, Any] | None, run: dict[str, Any]) -> dict[str, Any]:
+    """Where the run's pod was placed (nodeSelector, tolerations): from its Job, which carries
+    the operator's placement too, else from the run's podTemplate (pure)."""
+    template = (job or {}).get("spec", {}).get("template") or (run.get("spec") or {}).get(
+        "podTemplate"
+    )
+    pod = (template or {}).get("spec") or {}
+    return {k: pod[k] for k in ("nodeSelector", "tolerations") if pod.get(k)}
+
+
+def deepmodule_for(
+    run: dict[str, Any], name: str, placement: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """A DeepModule serving a Succeeded run's model (pure); UserError when it is not Succeeded.
+    `placement` (nodeSelector, tolerations) serves it where it trained: the image is there."""
     st = run.get("status") or {}
     run_name = run["metadata"]["name"]
     if st.get("phase") != "Succeeded":
@@ -302,6 +315,8 @@ def deepmodule_for(run: dict[str, Any], name: str) -> dict[str, Any]:
     for key in ("module", "image", "model"):
         if spec.get(key):
             dm_spec[key] = spec[key]
+    if placement:
+        dm_spec["podTemplate"] = {"spec": dict(placement)}
     return {
         "apiVersion": API,
         "kind": "DeepModule",
@@ -322,7 +337,11 @@ def cmd_promote(args: argparse.Namespace) -> int:
     if run is None:
         raise UserError(f"TrainingRun {ns}/{args.run} does not exist (kubectl get tr -n {ns})")
     name = args.module_name or args.run
-    dm = deepmodule_for(run, name)
+    try:
+        job = kube.get("batch/v1", "Job", ns, args.run)
+    except ApiError:
+        job = None  # no right to read Jobs, or gone: the run's own podTemplate says where
+    dm = deepmodule_for(run, name, placement_of(job, run))
     if args.dry_run:
         print(json.dumps(dm, indent=2))
         return 0

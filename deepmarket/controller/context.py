@@ -18,6 +18,7 @@ import kopf
 from deepmarket.catalog.model import Catalog
 from deepmarket.controller.catalogstore import CatalogStore
 from deepmarket.controller.kube import Kube
+from deepmarket.controller.leaderhttp import Handler, Route
 from deepmarket.controller.options import Options
 from deepmarket.controller.workqueue import QueueSettings, Reconcile, WorkQueue
 
@@ -40,6 +41,7 @@ class OperatorContext:
     shutdowns: list[Callable[[], None]] = field(default_factory=list)
     catalog_listeners: list[Callable[[Catalog | None], None]] = field(default_factory=list)
     api_listeners: list[Callable[[str, bool], None]] = field(default_factory=list)
+    leader_routes: list[Route] = field(default_factory=list)
 
     def work_queue(self, name: str, reconcile: Reconcile) -> WorkQueue:
         """A work queue with the operator's settings, started and stopped with the operator."""
@@ -50,6 +52,11 @@ class OperatorContext:
     def run_in_background(self, loop: Background) -> None:
         """A coroutine to run (and cancel) alongside the handlers, e.g. a poll."""
         self.background.append(loop)
+
+    def add_leader_route(self, method: str, path: str, handler: Handler) -> None:
+        """An HTTP route on --progress-listen that the acting replica answers; every replica
+        serves it and a follower forwards to the leader (leaderhttp.py)."""
+        self.leader_routes.append(Route(method, path, handler))
 
     def on_shutdown(self, callback: Callable[[], None]) -> None:
         self.shutdowns.append(callback)

@@ -24,3 +24,10 @@ class Options:
     training_tools_image: str = "ghcr.io/deepmarket/operator:0.1.0"
     progress_listen: str | None = None  # e.g. 0.0.0.0:8081
     progress_url: str | None = None  # e.g. http://<operator service>:8081/progress
+    # For clusters without cluster DNS: give pods the progress Service's ClusterIP instead of
+    # its name (the operator reads it from the Service named in progress_url).
+    progress_url_by_cluster_ip: bool = False
+    # Where TrainingRun pods that request no GPU run (nodeSelector, tolerations), e.g. the dev
+    # cluster's real node: its other nodes are simulated and cannot train.
+    cpu_training_node_selector: tuple[tuple[str, str], ...] = ()
+    cpu_training_tolerations: tuple[dict[str, Any], ...] = field(default_factory=tuple)

@@ -42,6 +42,11 @@ from deepmarket.controller import sync as sync_resource
 from deepmarket.controller import training as training_resource
 from deepmarket.controller.context import OperatorContext, ResourceSetup
 from deepmarket.controller.kube import ApiError, Kube, connection_info, make_api_client
+from deepmarket.controller.leaderhttp import (
+    LEADER_ENDPOINT_ANNOTATION,
+    advertised_url,
+    serve_routes,
+)
 from deepmarket.controller.options import Options
 from deepmarket.controller.sync.receiver import Receiver
 from deepmarket.controller.sync.receiver import serve as serve_receiver
@@ -243,8 +248,12 @@ class LeaderElector:
         *,
         monotonic: Callable[[], float] = time.monotonic,
         wall: Callable[[], str] = _wall_now,
+        advertise: str | None = None,
     ) -> None:
         self.kube, self.namespace, self.identity = kube, namespace, identity
+        # Where followers forward leader-only HTTP requests to while this replica leads.
+        self.advertise = advertise
+        self.leader_url: str | None = None
         self.election = election
         self.monotonic, self.wall = monotonic, wall
         self.path = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{LEASE_NAME}"
@@ -273,6 +282,7 @@ class LeaderElector:
             body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
                     "metadata": {"name": LEASE_NAME, "namespace": self.namespace},
                     "spec": {**mine, "leaseTransitions": 0}}  # fmt: skip
+            self._advertise(body)
             try:
                 self.kube.request("POST", self.path.rsplit("/", 1)[0], body=body)
             except ApiError as err2:
@@ -284,6 +294,8 @@ class LeaderElector:
         held = lease.get("spec") or {}
         self._observe(held)
         holder = held.get("holderIdentity") or ""
+        annotations = (lease.get("metadata") or {}).get("annotations") or {}
+        self.leader_url = annotations.get(LEADER_ENDPOINT_ANNOTATION) if holder else None
         if holder and holder != self.identity:
             duration = float(held.get("leaseDurationSeconds") or self.election.lease_duration)
             if self.monotonic() < self.observed_at + duration:
@@ -295,6 +307,7 @@ class LeaderElector:
         else:
             spec["leaseTransitions"] = int(held.get("leaseTransitions") or 0) + 1
         lease["spec"] = spec
+        self._advertise(lease)
         try:
             self.kube.request("PUT", self.path, body=lease)  # 409 if someone else won
         except ApiError as err:
@@ -304,6 +317,17 @@ class LeaderElector:
         self._observe(spec)
         return True
 
+    def _advertise(self, lease: dict[str, Any]) -> None:
+        """This replica's leader endpoint on the lease it is about to hold (or none)."""
+        meta = lease.setdefault("metadata", {})
+        annotations = dict(meta.get("annotations") or {})
+        if self.advertise:
+            annotations[LEADER_ENDPOINT_ANNOTATION] = self.advertise
+        else:
+            annotations.pop(LEADER_ENDPOINT_ANNOTATION, None)
+        meta["annotations"] = annotations
+        self.leader_url = self.advertise
+
     def release(self) -> bool:
         """Give the lease up (on shutdown) so a follower takes over now, not after expiry."""
         lease = self.kube.request("GET", self.path)
@@ -312,6 +336,8 @@ class LeaderElector:
             return False
         lease["spec"] = {**held, "holderIdentity": "", "leaseDurationSeconds": 1,
                          "renewTime": self.wall()}  # fmt: skip
+        annotations = (lease.get("metadata") or {}).get("annotations") or {}
+        annotations.pop(LEADER_ENDPOINT_ANNOTATION, None)
         self.kube.request("PUT", self.path, body=lease)
         return True
 
@@ -514,6 +540,7 @@ def run(cfg: RunConfig) -> None:
         if main_task is not None:
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
+        elector: LeaderElector | None = None
         health = None
         if cfg.liveness:
             # Alive = waiting for the lease, or acting with kopf up (a stuck start fails it).
@@ -524,6 +551,15 @@ def run(cfg: RunConfig) -> None:
                 lambda: not acting["now"] or ready.is_set(),
                 lambda: api_served.is_set() and (not acting["now"] or ready.is_set()),
             )
+        routes = None
+        listen = cfg.options.progress_listen
+        if listen and ctx.leader_routes:
+            # Every replica serves them; a follower forwards to the leader (leaderhttp.py).
+            routes = await serve_routes(
+                ctx.leader_routes, listen, acting=lambda: acting["now"],
+                leader_url=lambda: elector.leader_url if elector else None,
+                identity=_identity(),
+            )  # fmt: skip
         hooks = None
         if cfg.webhook_listen:
             # Every replica receives; the annotations a delivery writes reach the leader's watch.
@@ -537,11 +573,16 @@ def run(cfg: RunConfig) -> None:
                 e = cfg.election
                 # Lease calls time out well within the renew deadline (a hung call is a failure).
                 lease_kube = kube.fenced(lambda: True, timeout=max(1.0, e.renew_deadline / 2))
-                elector = LeaderElector(lease_kube, cfg.lease_namespace, _identity(), e)
+                elector = LeaderElector(
+                    lease_kube, cfg.lease_namespace, _identity(), e,
+                    advertise=advertised_url(os.environ.get("POD_IP"), listen),
+                )  # fmt: skip
                 await _run_elected(cfg, elector, fence, operate)
             else:
                 await operate(asyncio.Event())
         finally:
+            if routes is not None:
+                await routes.cleanup()
             if hooks is not None:
                 await hooks.cleanup()
             if health is not None:

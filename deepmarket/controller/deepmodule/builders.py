@@ -126,6 +126,9 @@ def _weights_init(rt: Runtime, options: Options) -> dict[str, Any]:
     init: dict[str, Any] = {
         "name": "fetch-weights",
         "image": options.weights_image,
+        # rclone by name, not the image's entrypoint: any image with rclone on its PATH serves
+        # (rclone/rclone, or the operator's own image, which carries it for TrainingRuns).
+        "command": ["rclone"],
         # An on-the-fly rclone remote. Its URL is an option in the environment, never part of
         # the remote string, where a quote or comma in it would be parsed as more options;
         # credentials come from the secret's RCLONE_WEBDAV_USER/RCLONE_WEBDAV_PASS.

@@ -28,6 +28,8 @@ COMPONENT = "training"
 RUN_LABEL = "deepmarket.dev/trainingrun"
 CONTAINER = "train"
 TOOLS_DIR = "/deepmarket"
+# Where runs that request no GPU go (nodeSelector pairs, tolerations): an operator option.
+CpuPlacement = tuple[tuple[tuple[str, str], ...], tuple[dict[str, Any], ...]] | None
 STEP_PATH = f"{TOOLS_DIR}/step.py"
 # Copies this package's step program and the image's rclone next to the module's code.
 TOOLS_SCRIPT = (
@@ -152,6 +154,7 @@ def pod_template(
     tolerations: tuple[dict[str, Any], ...] = (),
     progress_url: str | None = None,
     token: str | None = None,
+    cpu_placement: CpuPlacement = None,
 ) -> dict[str, Any]:
     tools_mount = {"name": "deepmarket-tools", "mountPath": TOOLS_DIR}
     train = {
@@ -199,6 +202,11 @@ def pod_template(
     tols = [dict(t) for t in tolerations]
     if training.gpu:
         tols.append({"key": GPU, "operator": "Exists", "effect": "NoSchedule"})
+    elif cpu_placement:
+        selector, cpu_tolerations = cpu_placement
+        if selector:
+            spec["nodeSelector"] = dict(selector)
+        tols.extend(dict(t) for t in cpu_tolerations if t not in tols)
     if tols:
         spec["tolerations"] = tols
     affinity = _affinity(training)
@@ -219,6 +227,7 @@ def build_job(
     tolerations: tuple[dict[str, Any], ...] = (),
     progress_url: str | None = None,
     token: str | None = None,
+    cpu_placement: CpuPlacement = None,
 ) -> dict[str, Any]:
     meta = run["metadata"]
     name = meta["name"]
@@ -247,6 +256,7 @@ def build_job(
             tolerations=tolerations,
             progress_url=progress_url,
             token=token,
+            cpu_placement=cpu_placement,
         ),
     }
     if policy.active_deadline_s:

@@ -6,10 +6,10 @@ with back-off that never give up, periodic resync); reconciles run on a bounded 
 kopf's indexes are the observed state and are complete before any handler runs, so a
 restarted operator sees every Job that exists.
 
-The progress endpoint (`POST /progress/<namespace>/<name>`, bearer token) is served in the
-same process when `--progress-listen` is given: a pod reports to it without any cluster
-credential, and each report only schedules a status write, at most one per `progress_every`
-seconds per run.
+The progress endpoint (`POST /progress/<namespace>/<name>`, bearer token) is served by every
+replica when `--progress-listen` is given (a follower forwards to the leader, leaderhttp.py): a
+pod reports to it without any cluster credential, and each report only schedules a status
+write, at most one per `progress_every` seconds per run.
 """
 
 from __future__ import annotations
@@ -121,7 +121,10 @@ class TrainingController:
 
     # -- progress ----------------------------------------------------------------------------
     def accept_progress(self, key: Key, token: str, report: Mapping[str, Any]) -> int:
-        """HTTP status for a progress report: 204 taken, 403 wrong token, 404 unknown run."""
+        """HTTP status for a progress report: 204 taken, 403 wrong token, 404 unknown run,
+        503 not ready yet (the watches of a new leader are still filling)."""
+        if not self.indexes:
+            return 503
         job = self.reconciler.fresh(
             self.reconciler.jobs, key, _first(self.indexes.get("tr_jobs", {}).get(key))
         )
@@ -137,8 +140,8 @@ class TrainingController:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
 
-async def serve_progress(ctl: TrainingController, listen: str) -> Any:
-    """The progress endpoint; returns the aiohttp runner (call .cleanup() to stop)."""
+def progress_handler(ctl: TrainingController) -> Any:
+    """`POST /progress/<namespace>/<name>` with the run's bearer token (aiohttp handler)."""
     from aiohttp import web
 
     async def post(request: web.Request) -> web.Response:
@@ -159,16 +162,14 @@ async def serve_progress(ctl: TrainingController, listen: str) -> Any:
         code = ctl.accept_progress(key, auth[len("Bearer ") :], report)
         if code == 204:
             return web.Response(status=204)
+        if code == 503:
+            return web.json_response(
+                {"message": "the operator is starting; retry"},
+                status=503, headers={"Retry-After": "2"},
+            )  # fmt: skip
         return web.json_response({"message": "unknown run or wrong token"}, status=code)
 
-    host, _, port = listen.rpartition(":")
-    app = web.Application(client_max_size=MAX_REPORT_BYTES)
-    app.router.add_post("/progress/{namespace}/{name}", post)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, host or "0.0.0.0", int(port)).start()
-    log.info("progress endpoint listening on %s", listen)
-    return runner
+    return post
 
 
 def setup(ctx: OperatorContext) -> TrainingController:
@@ -178,6 +179,10 @@ def setup(ctx: OperatorContext) -> TrainingController:
         tools_image=o.training_tools_image,
         progress_url=(o.progress_url or "").rstrip("/") or None,
         tolerations=o.tolerations,
+        cpu_placement=(o.cpu_training_node_selector, o.cpu_training_tolerations)
+        if o.cpu_training_node_selector or o.cpu_training_tolerations
+        else None,
+        progress_url_by_cluster_ip=o.progress_url_by_cluster_ip,
     )
     reconciler = TrainingReconciler(ctx.kube, options, catalog=ctx.catalog)
     ctl = TrainingController(reconciler, workers=ctx.queue_settings.workers)
@@ -233,17 +238,8 @@ def setup(ctx: OperatorContext) -> TrainingController:
         for key in ctl.run_keys(namespace):
             ctl.kick(key)
 
-    progress_listen = o.progress_listen
-    if progress_listen:
-        state: dict[str, Any] = {}
-
-        @kopf.on.startup(registry=registry, id="tr_progress_start")
-        async def start_progress(**_: Any) -> None:
-            state["runner"] = await serve_progress(ctl, progress_listen)
-
-        @kopf.on.cleanup(registry=registry, id="tr_progress_stop")
-        async def stop_progress(**_: Any) -> None:
-            if state.get("runner") is not None:
-                await state["runner"].cleanup()
+    if o.progress_listen:
+        # Served by every replica on --progress-listen; followers forward to the leader.
+        ctx.add_leader_route("POST", "/progress/{namespace}/{name}", progress_handler(ctl))
 
     return ctl

@@ -15,12 +15,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from deepmarket.catalog.model import Catalog
 from deepmarket.controller import DEEPMODULE_API
 from deepmarket.controller.compare import newest, resource_version
 from deepmarket.controller.kube import ApiError, Kube, object_path
-from deepmarket.controller.training.builders import build_job
+from deepmarket.controller.training.builders import CpuPlacement, build_job
 from deepmarket.controller.training.resolve import SpecProblem, Training, resolve
 from deepmarket.controller.training.status import (
     TERMINAL,
@@ -55,12 +56,31 @@ class TrainingOptions:
     progress_url: str | None = None  # what pods POST progress to; None: progress in logs only
     progress_every: float = 5.0  # seconds between two progress status writes of one run
     tolerations: tuple[dict[str, Any], ...] = ()
+    # Runs that request no GPU go here (nodeSelector pairs, tolerations); None: anywhere.
+    cpu_placement: CpuPlacement = None
+    # No cluster DNS: give pods the ClusterIP of the Service progress_url names.
+    progress_url_by_cluster_ip: bool = False
 
 
 @dataclass
 class Outcome:
     writes: list[str] = field(default_factory=list)
     recheck_in: float | None = None  # seconds until something is due (TTL, progress)
+
+
+def service_of_url(url: str) -> tuple[str, str] | None:
+    """(namespace, name) of a Service URL `http://<name>.<namespace>.svc[.<domain>]:port/…`."""
+    host = urlsplit(url).hostname or ""
+    parts = host.split(".")
+    if len(parts) >= 3 and parts[2] == "svc" and parts[0] and parts[1]:
+        return parts[1], parts[0]
+    return None
+
+
+def with_host(url: str, host: str) -> str:
+    parts = urlsplit(url)
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def trim(obj: Mapping[str, Any]) -> dict[str, Any]:
@@ -89,6 +109,7 @@ class TrainingReconciler:
         self.jobs: dict[Key, dict[str, Any]] = {}
         self.progress: dict[Key, dict[str, Any]] = {}
         self.progress_written: dict[Key, float] = {}
+        self._resolved_progress: str | None = None
 
     def fresh(self, store: dict[Key, dict[str, Any]], key: Key, cached: Any) -> Any:
         mine = store.get(key)
@@ -173,11 +194,11 @@ class TrainingReconciler:
     ) -> dict[str, Any] | None:
         meta = run["metadata"]
         key = (meta["namespace"], meta["name"])
-        base = self.options.progress_url
+        base = self._progress_base()
         token = secrets.token_urlsafe(24) if base else None
         body = build_job(
             run, training, tools_image=self.options.tools_image,
-            tolerations=self.options.tolerations,
+            tolerations=self.options.tolerations, cpu_placement=self.options.cpu_placement,
             progress_url=f"{base}/{key[0]}/{key[1]}" if base else None, token=token,
         )  # fmt: skip
         try:
@@ -192,6 +213,24 @@ class TrainingReconciler:
         self.jobs[key] = trim(job)
         outcome.writes.append(f"created Job/{key[1]}")
         return job
+
+    def _progress_base(self) -> str | None:
+        """The progress URL for a new Job; by ClusterIP when the cluster has no DNS."""
+        base = self.options.progress_url
+        if not base or not self.options.progress_url_by_cluster_ip:
+            return base
+        if self._resolved_progress is None:
+            service = service_of_url(base)
+            if service is None:
+                log.warning("--progress-url %s names no <service>.<namespace>.svc", base)
+                return base
+            found = self.kube.get("v1", "Service", service[0], service[1])
+            ip = ((found or {}).get("spec") or {}).get("clusterIP")
+            if not ip or ip == "None":
+                log.warning("progress Service %s/%s has no ClusterIP yet", *service)
+                return base  # this Job's pod reports to the name; later Jobs get the IP
+            self._resolved_progress = with_host(base, ip)
+        return self._resolved_progress
 
     def _sync_policy(
         self, job: Mapping[str, Any], training: Training, outcome: Outcome

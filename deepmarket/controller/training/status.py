@@ -13,8 +13,10 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
+from deepmarket.controller.compare import parse_quantity
 from deepmarket.controller.tenancy import gpu_quota_head
 from deepmarket.controller.training.builders import CONTAINER
 from deepmarket.controller.training.resolve import SpecProblem, Training
@@ -107,26 +109,53 @@ def unschedulable_message(scheduler: str, training: Training | None) -> str:
     return f"{head}; the scheduler says: {said}"
 
 
+def _asks(training: Training) -> dict[str, tuple[str, Decimal]]:
+    """What the training pod counts against each quota key: (as written, as a number)."""
+    asks: dict[str, tuple[str, Decimal]] = {
+        "pods": ("1", Decimal(1)),
+        "count/pods": ("1", Decimal(1)),
+    }
+    for keys, value in (
+        (("cpu", "requests.cpu"), training.cpu),
+        (("memory", "requests.memory", "limits.memory"), training.memory),
+    ):
+        number = parse_quantity(value) if value else None
+        if value and number is not None:
+            asks.update({key: (str(value), number) for key in keys})
+    return asks
+
+
 def quota_block(
     quotas: Iterable[Mapping[str, Any]], training: Training | None, namespace: str = "NAMESPACE"
 ) -> str | None:
-    """Why a namespace ResourceQuota keeps this run's pod from being created, or None."""
-    if not training or not training.gpu:
+    """Why a namespace ResourceQuota keeps this run's pod from being created (which quota,
+    which resource, asked, used and allowed), or None."""
+    if not training:
         return None
     for quota in quotas:
         status = quota.get("status") or {}
         hard, used = status.get("hard") or {}, status.get("used") or {}
+        name = (quota.get("metadata") or {}).get("name", "?")
         for key in ("requests.nvidia.com/gpu", "limits.nvidia.com/gpu"):
-            if key not in hard:
+            if not training.gpu or key not in hard:
                 continue
             limit, taken = int(float(hard[key])), int(float(used.get(key, 0)))
             if taken + training.gpu > limit:
-                name = (quota.get("metadata") or {}).get("name", "?")
                 return (
                     f"{gpu_quota_head(taken, limit)} (ResourceQuota {name!r}, {key}); this run "
                     f"asks for {training.gpu}. It starts when GPUs are freed, or ask an admin to "
                     f"raise the quota (deepmarket admin quota {namespace} --gpus N)"
                 )
+        for key, (written, ask) in _asks(training).items():
+            limit, taken = parse_quantity(hard.get(key)), parse_quantity(used.get(key, "0"))
+            if limit is None or taken is None or taken + ask <= limit:
+                continue
+            return (
+                f"exceeds ResourceQuota {name!r}: {key} {written} requested, "
+                f"{used.get(key, '0')} used of {hard[key]}. It starts when other pods in "
+                f"{namespace} free it, or ask an admin to raise the quota "
+                f"(kubectl edit resourcequota {name} -n {namespace})"
+            )
     return None
 
 

@@ -38,6 +38,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,7 @@ ERROR_LINES = 12  # lines of the training's stderr kept in the reason's message
 SUMS_FILE = "SHA256SUMS"
 RESULT_FILE = "trainingrun.json"
 PROGRESS_PREFIX = "deepmarket-progress "
+RETRY_S = 1.0  # before the one retry of a progress post
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 # `2026-11-29 14:46:50.013 16320 ERROR deepaas-cli ` — oslo.log's prefix on each line.
 LOG_PREFIX = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+ \d+ [A-Z]+ \S+ (\[-\] )?")
@@ -135,11 +137,21 @@ class Progress:
             headers={"Content-Type": "application/json", "Authorization": f"Bearer {self.token}"},
             method="POST",
         )
-        try:
-            with urllib.request.urlopen(request, timeout=5) as answer:
-                answer.read()
-        except OSError as exc:  # progress is best effort; the run's outcome does not depend on it
-            say(f"progress endpoint unreachable ({exc}); training goes on")
+        for attempt in (1, 2):
+            try:
+                with urllib.request.urlopen(request, timeout=5) as answer:
+                    answer.read()
+                return
+            except urllib.error.HTTPError as exc:
+                # 503: no operator replica leads right now (a hand-over); one retry.
+                if exc.code != 503 or attempt == 2:
+                    say(f"progress endpoint answered {exc.code}; training goes on")
+                    return
+            except OSError as exc:  # best effort: the run's outcome does not depend on it
+                if attempt == 2:
+                    say(f"progress endpoint unreachable ({exc}); training goes on")
+                    return
+            time.sleep(RETRY_S)
 
 
 def read_progress_file(path: Path) -> dict[str, Any] | None:
