@@ -275,9 +275,9 @@ def test_a_cpu_run_trains_in_a_real_pod_and_promote_serves_it(installed, dav, tm
         )
 
     # The model, with checksums, in <output>/<run>/, as status lists it; metrics recorded.
-    assert st["output"]["url"] == dav.url(f"models/{RUN}")
+    assert st["output"]["url"].rstrip("/") == dav.url(f"models/{RUN}")
     folder = dav.root / "models" / RUN
-    listed = {f["name"]: f for f in st["output"]["files"]}
+    listed = {f["path"]: f for f in st["output"]["files"]}
     assert "weights.json" in listed and (folder / "SHA256SUMS").is_file()
     for name, entry in listed.items():
         assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == entry["sha256"], name
@@ -298,7 +298,8 @@ def test_a_cpu_run_trains_in_a_real_pod_and_promote_serves_it(installed, dav, tm
             if status == 200
             else []
         )
-        return any(e.get("value") == st["output"]["url"] for i in inits for e in i.get("env") or [])
+        want = st["output"]["url"].rstrip("/")
+        return any(e.get("value") == want for i in inits for e in i.get("env") or [])
 
     seen_done = time.monotonic()
     wait_dm(cluster, USER_NS, "early", serves_run, "serves the run's weights", timeout=240)
