@@ -394,10 +394,13 @@ def test_progress_reaches_the_leader_through_a_follower_and_after_a_leader_chang
         e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]
     }
     token, url = env["DEEPMARKET_PROGRESS_TOKEN"], env["DEEPMARKET_PROGRESS_URL"]
-    # The dev cluster has no DNS yet: pods were given the progress Service's ClusterIP.
-    svc = cluster.request("GET", f"/api/v1/namespaces/{NS}/services/deepmarket-operator-progress")
+    # Pods are given the progress Service's name (the dev cluster's CoreDNS resolves it); this
+    # host has no cluster DNS, so the test posts to its ClusterIP.
+    service = "deepmarket-operator-progress"
+    assert url == f"http://{service}.{NS}.svc:8081/progress/{USER_NS}/{name}", url
+    svc = cluster.request("GET", f"/api/v1/namespaces/{NS}/services/{service}")
     assert svc[0] == 200, svc
-    assert url == f"http://{svc[1]['spec']['clusterIP']}:8081/progress/{USER_NS}/{name}", url
+    url = f"http://{svc[1]['spec']['clusterIP']}:8081/progress/{USER_NS}/{name}"
 
     def leader() -> str:
         status, lease = cluster.request("GET", LEASE)

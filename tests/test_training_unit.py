@@ -313,3 +313,14 @@ def test_marketplace_command_and_manifest_come_from_the_declared_args(catalog) -
         "C": "1.0",
         "max_iter": "500",
     }
+
+
+def test_progress_url_by_cluster_ip_names_the_service() -> None:
+    from deepmarket.controller.training.reconciler import service_of_url, with_host
+
+    url = "http://deepmarket-operator-progress.deepmarket-system.svc:8081/progress"
+    assert service_of_url(url) == ("deepmarket-system", "deepmarket-operator-progress")
+    assert service_of_url("http://op.ns.svc.cluster.local/progress") == ("ns", "op")
+    assert service_of_url("http://10.0.0.7:8081/progress") is None
+    assert service_of_url("http://operator.example.org/progress") is None
+    assert with_host(url, "10.0.0.7") == "http://10.0.0.7:8081/progress"
