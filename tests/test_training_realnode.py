@@ -205,6 +205,14 @@ def assert_no_secret(text: str, password: str) -> None:
         assert value not in text
 
 
+def answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            return answer.status == 200
+    except OSError:
+        return False
+
+
 def cli(cluster, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "deepmarket", *args, "-n", USER_NS,
@@ -331,7 +339,10 @@ def test_a_cpu_run_trains_in_a_real_pod_and_promote_serves_it(installed, dav, tm
             f"/api/v1/namespaces/{USER_NS}/pods?labelSelector=app.kubernetes.io/instance%3D{name}",
         )[1]["items"]
         assert {p["spec"]["nodeName"] for p in pods} == {nodeconfig.NODE_NAME}, name
-        labels[name] = predict(service_url(cluster, USER_NS, name), SEVEN)["label"]
+        url = service_url(cluster, USER_NS, name)
+        # Ready pod, but kube-proxy may still reject the new Service for a moment.
+        cluster.wait_for(lambda u=url: answers(f"{u}/v2/models/"), f"{name}'s Service", 120)
+        labels[name] = predict(url, SEVEN)["label"]
     assert labels == {"digits-trained": 1, "digits-stock": 7}
     trained = dm_of(cluster, USER_NS, "digits-trained")
     assert trained["spec"]["weights"] == {"trainingRun": RUN}
