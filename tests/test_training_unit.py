@@ -324,3 +324,24 @@ def test_progress_url_by_cluster_ip_names_the_service() -> None:
     assert service_of_url("http://10.0.0.7:8081/progress") is None
     assert service_of_url("http://operator.example.org/progress") is None
     assert with_host(url, "10.0.0.7") == "http://10.0.0.7:8081/progress"
+
+
+def test_a_catalogsource_in_the_namespace_serves_spec_module(catalog) -> None:
+    """Without --catalog (the in-cluster operator), spec.module comes from the synced catalog
+    of a CatalogSource in the run's namespace, as for DeepModules; elsewhere it is missing."""
+    from deepmarket.controller.catalogstore import CatalogStore, Synced
+    from deepmarket.controller.training.reconciler import TrainingOptions, TrainingReconciler
+
+    store = CatalogStore()
+    store.put(Synced("lab", "main", "uid-1", "abc123", catalog))
+    r = TrainingReconciler(None, TrainingOptions(), catalog=None, catalogs=store)  # type: ignore[arg-type]
+    here = {"metadata": {"name": "t", "namespace": "lab"}}
+    elsewhere = {"metadata": {"name": "t", "namespace": "other"}}
+    assert r.catalog_for(here) is catalog
+    assert r.catalog_for(elsewhere) is None
+    spec = {"module": "digits-classifier", "data": {"input": {"url": "https://d/x"},
+                                                    "output": {"url": "https://d/y"}}}  # fmt: skip
+    assert resolve(spec, r.catalog_for(here)).image == "ghcr.io/deepmarket/digits-classifier:1.0.0"
+    with pytest.raises(SpecProblem) as problem:
+        resolve(spec, r.catalog_for(elsewhere))
+    assert problem.value.reason == "CatalogUnavailable"

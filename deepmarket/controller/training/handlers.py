@@ -184,10 +184,17 @@ def setup(ctx: OperatorContext) -> TrainingController:
         else None,
         progress_url_by_cluster_ip=o.progress_url_by_cluster_ip,
     )
-    reconciler = TrainingReconciler(ctx.kube, options, catalog=ctx.catalog)
+    reconciler = TrainingReconciler(ctx.kube, options, catalog=ctx.catalog, catalogs=ctx.catalogs)
     ctl = TrainingController(reconciler, workers=ctx.queue_settings.workers)
     ctl.attach(ctx.work_queue("trainingrun", ctl.reconcile))
     ctx.on_catalog_change(lambda catalog: setattr(reconciler, "catalog", catalog))
+
+    def catalog_synced(namespace: str, _ids: frozenset[str]) -> None:
+        # A CatalogSource's catalog arrived or changed: runs waiting for it may start.
+        for key in ctl.run_keys(namespace):
+            ctl.kick(key)
+
+    ctx.catalogs.listeners.append(catalog_synced)
     ctx.on_shutdown(ctl.shutdown)
     registry = ctx.registry
     tr = (API_GROUP, API_VERSION, "trainingruns")

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from deepmarket.catalog.model import Catalog
 from deepmarket.controller import DEEPMODULE_API
+from deepmarket.controller.catalogstore import PENDING, CatalogStore
 from deepmarket.controller.compare import newest, resource_version
 from deepmarket.controller.kube import ApiError, Kube, object_path
 from deepmarket.controller.training.builders import CpuPlacement, build_job
@@ -98,11 +99,13 @@ class TrainingReconciler:
         options: TrainingOptions,
         *,
         catalog: Catalog | None = None,
+        catalogs: CatalogStore | None = None,
         clock: Callable[[], str] = now_iso,
     ) -> None:
         self.kube = kube
         self.options = options
         self.catalog = catalog
+        self.catalogs = catalogs  # CatalogSources' synced catalogs, as DeepModules use them
         self.clock = clock
         # Our last write responses, newer than the watch cache until it catches up.
         self.runs: dict[Key, dict[str, Any]] = {}
@@ -144,7 +147,7 @@ class TrainingReconciler:
         training: Training | None = None
         problem: SpecProblem | None = None
         try:
-            training = resolve(run.get("spec") or {}, self.catalog)
+            training = resolve(run.get("spec") or {}, self.catalog_for(run))
         except SpecProblem as exc:
             problem = exc
         quota = quota_block(quotas, training, meta["namespace"])
@@ -183,6 +186,14 @@ class TrainingReconciler:
                 self.progress.pop(key, None)
                 self._expire(wrote, job, now_s, outcome)
         return outcome
+
+    def catalog_for(self, run: Mapping[str, Any]) -> Catalog | None:
+        """The local --catalog, else the synced catalog of a CatalogSource in the run's
+        namespace (the same choice as for a DeepModule that no CatalogSource owns)."""
+        if self.catalogs is None:
+            return self.catalog
+        found = self.catalogs.for_deepmodule(run, self.catalog)
+        return None if found is PENDING else found
 
     def _owned(self, job: Mapping[str, Any], run: Mapping[str, Any]) -> bool:
         uid = run["metadata"].get("uid")
