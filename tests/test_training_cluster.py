@@ -341,7 +341,12 @@ def test_failures_say_what_to_fix(operator, namespace):
     r = wait_phase(cluster, namespace, "slow", "Failed")
     assert r["status"]["reason"] == "DeadlineExceeded"
     events = get(cluster, f"/api/v1/namespaces/{namespace}/events")["items"]
-    warned = {e["involvedObject"]["name"]: e["reason"] for e in events if e["type"] == "Warning"}
+    # The run's own Events (its Job, of the same name, has the Job controller's).
+    warned = {
+        e["involvedObject"]["name"]: e["reason"]
+        for e in events
+        if e["type"] == "Warning" and e["involvedObject"].get("kind") == "TrainingRun"
+    }
     assert warned.get("nodata") == "DataUnavailable"
 
 
