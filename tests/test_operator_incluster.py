@@ -31,7 +31,9 @@ DEPLOY = f"/apis/apps/v1/namespaces/{NS}/deployments/deepmarket-operator"
 LEASE = f"/apis/coordination.k8s.io/v1/namespaces/{NS}/leases/deepmarket-operator"
 IMAGE = "ghcr.io/example/plants:1.2.0"  # simulated pods (KWOK nodes): the operator is real
 CHILDREN = {"deployments", "services", "horizontalpodautoscalers"}
-UPGRADE_TAG = "upgrade-test"
+# Unique per run: containerd's root outlives the node (a cache shared by every checkout), and a
+# `tag --force` over an earlier run's tag was seen to leave the kubelet with that older image.
+UPGRADE_TAG = f"upgrade-test-{os.getpid()}"
 POD_NAME_EXTRA = "authentication.kubernetes.io/pod-name"
 # Grants the dev cluster's scenarios cannot exercise, each with why; every other (group,
 # resource, verb) the operator's roles grant must be seen in the audit log. verb None: all.
@@ -308,6 +310,12 @@ def _tag_upgrade(cluster) -> str:
     record = realnode.read_record()
     assert record, "the real node's record"
     new = f"{images.OPERATOR_IMAGE.rsplit(':', 1)[0]}:{UPGRADE_TAG}"
+    ctr = ["ctr", "-a", record["socket"], "-n", "k8s.io", "images"]
+    listed = subprocess.run([*ctr, "ls", "-q"], capture_output=True, text=True, timeout=60)
+    prefix = new.rsplit("-", 1)[0]
+    stale = [r for r in listed.stdout.split() if r == prefix or r.startswith(prefix + "-")]
+    if stale:  # earlier runs' tags: references only, the layers stay
+        subprocess.run([*ctr, "rm", *stale], capture_output=True, text=True, timeout=60)
     out = subprocess.run(
         ["ctr", "-a", record["socket"], "-n", "k8s.io", "images", "tag", "--force",
          images.OPERATOR_IMAGE, new],
