@@ -28,6 +28,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from deepmarket import API_GROUP, API_VERSION
 from deepmarket.catalog.model import Catalog, Module
@@ -129,6 +130,29 @@ def committed_modules(root: Path, branch: str, path: str) -> list[Module]:
     return deployed(read.catalog)
 
 
+OPERATOR_NS, OPERATOR_NAME = "deepmarket-system", "deepmarket-operator"  # overlays/dev
+SERVED_REPO = "checkout"  # the checkout's repository, at http://<node gateway>:<port>/checkout
+
+
+def host_operator_why(state: Mapping[str, Any] | None, checkout: bool) -> str | None:
+    """None when the in-cluster operator (installed by `deepmarket dev up` on the real node)
+    runs the demo; else why a host process does."""
+    if not (state and state.get("real_node")):
+        return "the dev cluster has no real node"
+    if state.get("operator") != "in-cluster":
+        return "`deepmarket dev up` could not install the in-cluster operator"
+    if not checkout:
+        return "not a git checkout on a branch: the in-cluster operator reads catalogs from git"
+    return None
+
+
+def node_gateway(pod_cidr: str) -> str:
+    """The real node bridge's address on the host: what its pods reach the host at."""
+    import ipaddress
+
+    return str(next(ipaddress.ip_network(pod_cidr).hosts()))
+
+
 def real_modules(modules: Sequence[Module], local_images: Collection[str]) -> set[str]:
     """The modules whose image was built here, so they can run on the real node."""
     return {m.id for m in modules if m.image in local_images}
@@ -182,12 +206,15 @@ def status_rows(items: Sequence[Mapping[str, Any]], real: Collection[str] = ()) 
     return rows
 
 
-def settled(row: Row, base_url: str) -> bool:
+def settled(row: Row, base_url: str, external: bool = True) -> bool:
     """Ready for its latest spec, and reconciled by this run's operator: a DeepModule left by
     an earlier demo can be Ready with another run's `externalURL` until the new operator has
     passed over it, and the real node's placement (a later generation) keeps the Ready of the
-    simulated pods until the operator has looked at it."""
-    return row.is_ready and row.current and row.url == module_base(base_url, row.module)
+    simulated pods until the operator has looked at it. `external=False`: the in-cluster
+    operator, which sets no `externalURL` (the demo's ingress port changes per run)."""
+    if not (row.is_ready and row.current):
+        return False
+    return not external or row.url == module_base(base_url, row.module)
 
 
 def endpoints_only_on(slices: Sequence[Mapping[str, Any]], node: str) -> bool:
@@ -275,6 +302,8 @@ class Demo:
         self.procs: dict[str, subprocess.Popen] = {}
         self.logs: dict[str, Path] = {}
         self.step = 0
+        self.in_cluster = False  # the in-cluster operator runs the demo (not a host process)
+        self.git_server: Any = None  # serves the checkout's repository to its pods
 
     # progress -------------------------------------------------------------------------------
 
@@ -287,13 +316,13 @@ class Demo:
 
     # child processes ----------------------------------------------------------------------
 
-    def host_operator_reason(self, state: Mapping[str, Any] | None) -> str:
-        """Which operator runs the demo, and why: the host process reads this checkout's
-        catalog (and its git repository) directly. The in-cluster one that `deepmarket dev up`
-        installs on the real node is scaled to 0 meanwhile, so exactly one operator acts."""
+    def host_operator_reason(self, state: Mapping[str, Any] | None, why: str) -> str:
+        """A host process runs the demo (`why`): it reads this checkout's catalog directly.
+        An in-cluster one that `deepmarket dev up` installed is scaled to 0 meanwhile, so
+        exactly one operator acts."""
         if not (state and state.get("operator") == "in-cluster"):
-            return "a host process (no in-cluster operator: the dev cluster has no real node)"
-        ns, name = "deepmarket-system", "deepmarket-operator"
+            return f"host process ({why})"
+        ns, name = OPERATOR_NS, OPERATOR_NAME
         self._kubectl("scale", "-n", ns, f"deployment/{name}", "--replicas=0")
         # Gone, not only Terminating: a leader still shutting down could write beside ours.
         deadline = time.monotonic() + 90
@@ -303,10 +332,98 @@ class Demo:
                 raise UserError(f"the in-cluster operator's pods in {ns} did not stop in 90 s")
             time.sleep(1)
         return (
-            f"a host process reading this checkout; the in-cluster one ({ns}/{name}, installed "
-            f"by `deepmarket dev up`) is scaled to 0 meanwhile (`kubectl -n {ns} scale "
-            f"deployment/{name} --replicas=2` brings it back)"
+            f"host process ({why}); the in-cluster one ({ns}/{name}) is scaled to 0 meanwhile "
+            f"(`kubectl -n {ns} scale deployment/{name} --replicas=2` brings it back)"
         )
+
+    def use_in_cluster_operator(self) -> str:
+        """The operator `deepmarket dev up` installed runs the demo: rolled onto this
+        checkout's code when its image was built from other code, scaled back to 2 replicas
+        when an older demo scaled it to 0, and Ready with a leader. Says which pod leads."""
+        from deepmarket.devcluster import images, realnode
+
+        ns, name = OPERATOR_NS, OPERATOR_NAME
+        built = images.operator_image(lambda m: self.say(f"    {m}"), self.cfg.env, self.cfg.root)
+        deploy = json.loads(self._kubectl("get", "-n", ns, f"deployment/{name}", "-o", "json"))
+        annotations = deploy["metadata"].get("annotations") or {}
+        if annotations.get(images.OPERATOR_BUILD_ANNOTATION) != built.archive.name:
+            record = realnode.read_record()
+            if not (record and realnode.import_images(record, [built.archive])):
+                raise UserError(
+                    "the real node's containerd does not run, so this checkout's operator image "
+                    "cannot be imported; `deepmarket dev down` then `deepmarket dev up` restarts it"
+                )
+            self.say(
+                "    operator image rebuilt from this checkout: rolling the in-cluster operator"
+            )
+            self._kubectl("rollout", "restart", "-n", ns, f"deployment/{name}")
+            self._kubectl("annotate", "--overwrite", "-n", ns, f"deployment/{name}",
+                          f"{images.OPERATOR_BUILD_ANNOTATION}={built.archive.name}")  # fmt: skip
+        if not deploy["spec"].get("replicas"):  # an older demo scaled it to 0
+            self._kubectl("scale", "-n", ns, f"deployment/{name}", "--replicas=2")
+        self._kubectl("rollout", "status", "-n", ns, f"deployment/{name}", "--timeout=300s")
+        leader = self._wait_leader()
+        replicas = json.loads(self._kubectl("get", "-n", ns, f"deployment/{name}", "-o", "json"))[
+            "spec"
+        ]["replicas"]
+        return f"in the cluster ({replicas} replicas, leader {leader})"
+
+    def _wait_leader(self, timeout: float = 120.0) -> str:
+        """The pod holding the operator's Lease, once one of the Deployment's live pods does."""
+        from deepmarket.devcluster.controlplane import api_request
+
+        ns, name = OPERATOR_NS, OPERATOR_NAME
+        lease = f"/apis/coordination.k8s.io/v1/namespaces/{ns}/leases/{name}"
+        pods = f"/api/v1/namespaces/{ns}/pods?labelSelector=app.kubernetes.io%2Fname%3D{name}"
+        deadline = time.monotonic() + timeout
+        while True:
+            server, ctx = self._state["server"], self._context()
+            status, body = api_request(server, ctx, "GET", lease)
+            holder = (body.get("spec") or {}).get("holderIdentity") if status == 200 else None
+            status, body = api_request(server, ctx, "GET", pods)
+            live = {
+                p["metadata"]["name"]
+                for p in (body.get("items", []) if status == 200 else [])
+                if not p["metadata"].get("deletionTimestamp")
+            }
+            if holder and holder in live:
+                return holder
+            if time.monotonic() > deadline:
+                raise UserError(
+                    f"no pod of {ns}/{name} took the operator's Lease within {timeout:.0f}s; "
+                    f"see `kubectl -n {ns} logs deployment/{name}`"
+                )
+            time.sleep(0.5)
+
+    def serve_checkout(self, top: Path) -> str:
+        """This checkout's git repository over git's smart HTTP (read-only), bound to the real
+        node bridge's gateway, where the operator's pods reach the host: the URL for the
+        CatalogSource, fetched the way a GitOps source on GitHub is."""
+        from deepmarket.devcluster import realnode
+        from deepmarket.devcluster.gitserve import GitHttpServer
+
+        record = realnode.read_record()
+        if not record or not record.get("pod_cidr"):
+            raise UserError("the real node's record is missing; `deepmarket dev status` says why")
+        host = node_gateway(record["pod_cidr"])
+        self.git_server = GitHttpServer(top, host=host, repos={SERVED_REPO: top}, read_only=True)
+        url = self.git_server.url(SERVED_REPO)
+        self.say(
+            f"    serving this checkout's git repository read-only at {url} (git http-backend)"
+        )
+        return url
+
+    def operator_log(self) -> str:
+        """Where the operator's log is, and how it ends."""
+        if not self.in_cluster:
+            log = self.logs.get("operator")
+            return f"the operator's log {log} ends: {_tail(log)}" if log else "(no operator log)"
+        ns, name = OPERATOR_NS, OPERATOR_NAME
+        try:
+            tail = self._kubectl("logs", "-n", ns, f"deployment/{name}", "--tail=3")
+        except UserError as exc:
+            tail = str(exc)
+        return f"`kubectl -n {ns} logs deployment/{name}` ends: {' | '.join(tail.splitlines())}"
 
     def _spawn(self, name: str, args: Sequence[str]) -> subprocess.Popen:
         from deepmarket.devcluster import processes
@@ -346,8 +463,22 @@ class Demo:
             time.sleep(0.2)
 
     def stop(self) -> None:
-        """Stop our children, newest first (the site, the module, then the operator)."""
+        """Stop our children, newest first (the site, the module, then the operator), and the
+        git server (its CatalogSource is suspended first: nothing to fetch from until the next
+        demo, whose apply resumes it)."""
         from deepmarket.devcluster import processes
+
+        if self.git_server is not None:
+            self.say(f"    stopping the git server ({self.git_server.url(SERVED_REPO)})")
+            manifest = catalog_source_manifest(self.cfg.namespace, *self._source)
+            manifest["spec"]["suspend"] = True
+            try:
+                self._kubectl("apply", "--server-side", "--force-conflicts", "-f", "-",
+                              stdin=json.dumps(manifest))  # fmt: skip
+            except (UserError, OSError, subprocess.TimeoutExpired) as exc:
+                self.say(f"    could not suspend CatalogSource {DEMO_SOURCE}: {exc}")
+            self.git_server.stop()
+            self.git_server = None
 
         for name, proc in reversed(list(self.procs.items())):
             if proc.poll() is None:
@@ -442,7 +573,29 @@ class Demo:
             "apply", "--server-side", "-f", "-", stdin=json.dumps(namespace_manifest(cfg.namespace))
         )
         self.wait_discoverable()
-        self.say(f"    operator: {self.host_operator_reason(state)}")
+        where = git_location(root)
+        why = host_operator_why(state, where is not None)
+        if why is None:
+            self.in_cluster = True
+            self.operator_where = self.use_in_cluster_operator()
+        else:
+            self.operator_where = self.host_operator_reason(state, why)
+        self.say(f"    operator: {self.operator_where}")
+        if not self.in_cluster:
+            self.spawn_operator()
+
+        # 3. DeepModules: the operator deploys them from a CatalogSource on this checkout
+        modules = self.deploy(modules, where)
+        rows = self.wait_ready([m.id for m in modules])
+        print(format_table(rows), flush=True)
+        print(f"operator: {self.operator_where}", flush=True)
+        self.finish(started, model, site_port, module_port)
+
+    def spawn_operator(self) -> None:
+        """The operator as a process on this machine, reading this checkout's catalog."""
+        from deepmarket.devcluster import devenv
+
+        cfg, root, env = self.cfg, self.cfg.root, self.cfg.env
         self._spawn(
             "operator",
             [
@@ -461,10 +614,8 @@ class Demo:
             ],
         )
 
-        # 3. DeepModules: the operator deploys them from a CatalogSource on this checkout
-        modules = self.deploy(modules)
-        rows = self.wait_ready([m.id for m in modules])
-        print(format_table(rows), flush=True)
+    def finish(self, started: float, model: str, site_port: int, module_port: int) -> None:
+        cfg, root = self.cfg, self.cfg.root
 
         # 4. the digits module, for real
         self._step(f"serving {TRY_MODULE} for real at {module_base(self.base_url, TRY_MODULE)}")
@@ -500,9 +651,11 @@ class Demo:
         self.say(f"    marketplace ready; everything up in {self._elapsed(started)}")
         self.summary()
 
-    def deploy(self, modules: Sequence[Module]) -> Sequence[Module]:
+    def deploy(
+        self, modules: Sequence[Module], where: tuple[str, str, str] | None
+    ) -> Sequence[Module]:
         """Get the `deploy: true` modules deployed; the ones to wait for."""
-        cfg, where = self.cfg, git_location(self.cfg.root)
+        cfg = self.cfg
         if where is None:  # not a git checkout (an unpacked archive): apply them directly
             self._step(f"applying {len(modules)} DeepModules into namespace {cfg.namespace}")
             listed = apply_list(modules, cfg.namespace, self.real)
@@ -510,6 +663,9 @@ class Demo:
                           stdin=json.dumps(listed))  # fmt: skip
             return modules
         url, branch, path = where
+        if self.in_cluster:  # its pods fetch over HTTP what a host process reads from disk
+            url = self.serve_checkout(Path(unquote(urlsplit(url).path)))
+        self._source = (url, branch, path)
         committed = committed_modules(cfg.root, branch, path)
         if [m.id for m in committed] != [m.id for m in modules]:
             self.say(
@@ -548,7 +704,7 @@ class Demo:
             if missing and time.monotonic() > deadline:
                 raise UserError(
                     f"the CatalogSource did not create {', '.join(sorted(missing))} within "
-                    f"{timeout:.0f}s; see {self.logs['operator']}"
+                    f"{timeout:.0f}s; {self.operator_log()}"
                 )
             if missing:
                 time.sleep(0.5)
@@ -718,7 +874,7 @@ class Demo:
             items = [i for i in self._deepmodules() if i["metadata"]["name"] in wanted]
             rows = status_rows(items)
             rows = status_rows(items, self._on_real_node(wanted) if self.real else ())
-            ready = sum(settled(r, self.base_url) for r in rows)
+            ready = sum(settled(r, self.base_url, external=not self.in_cluster) for r in rows)
             line = f"    {ready}/{len(wanted)} Ready"
             if line != last:
                 self.say(f"{line} ({self._elapsed(started)})")
@@ -732,8 +888,7 @@ class Demo:
                 )
                 raise UserError(
                     f"DeepModules not Ready after {self.cfg.ready_timeout:.0f}s: "
-                    f"{detail}; the operator's log {self.logs['operator']} ends: "
-                    f"{_tail(self.logs['operator'])}"
+                    f"{detail}; {self.operator_log()}"
                 )
             time.sleep(0.5)
 
@@ -774,6 +929,7 @@ class Demo:
             f"  cluster      export KUBECONFIG={self.kubeconfig}",
             f"               {self.kubectl} get deepmodules -n {self.cfg.namespace}",
             f"  logs         {self.log_dir}/",
+            f"  operator     {self.operator_where}",
             (
                 f"{', '.join(sorted(self.real))} run in real pods on the real node (RUNS ON); "
                 "pods on the simulated (KWOK) nodes only pretend to run."
@@ -786,7 +942,8 @@ class Demo:
 
     def serve_forever(self) -> int:
         self.say(
-            "Ctrl-C (or SIGTERM) stops the operator, the module server and the site; "
+            "Ctrl-C (or SIGTERM) stops the demo's processes (operator: "
+            f"{'the in-cluster one keeps running' if self.in_cluster else 'this host process'}); "
             "the cluster keeps running"
         )
         try:

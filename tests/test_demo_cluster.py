@@ -35,8 +35,10 @@ DEMO = [sys.executable, "-m", "deepmarket", "demo", "--site-port", "0", "--modul
 SAMPLE = ROOT / "catalog" / "digits-classifier" / "samples" / "seven.png"
 CHROMIUM = "/usr/bin/chromium"
 # Where the machine can run the real node, the demo must use it (the digits module's pod runs
-# there, behind the local ingress); elsewhere it serves the module on loopback.
+# there, behind the local ingress, and the operator runs in the cluster); elsewhere it serves
+# the module on loopback and runs the operator as a host process.
 REAL = not realnode.missing_prerequisites()
+OPERATOR_SA = "system:serviceaccount:deepmarket-system:deepmarket-operator"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
 
@@ -85,10 +87,38 @@ def test_once_brings_everything_up_checks_it_and_exits_zero(dev_env, cluster_bin
         assert table and table[0][3:5] == ["real", "node"], done.stdout
         # `module check` passed against the module's in-cluster Service too.
         assert done.stderr.count("module check` through http://") == 2, done.stderr[-3000:]
+        # The in-cluster operator ran the demo, not a host process: it says so, and the audit
+        # log shows its ServiceAccount (from its pod) creating the digits module's children.
+        assert re.search(r"operator: in the cluster \(2 replicas, leader \S+\)", done.stdout)
+        assert "started operator" not in done.stderr, done.stderr[-3000:]
+        assert "read-only at http://" in done.stderr  # the checkout, served over git HTTP
+        _assert_operator_pod_created_digits(Path(dev_env["DEEPMARKET_DEV_DIR"]))
+    else:
+        assert "operator: host process (" in done.stdout, done.stdout
     assert "deepmarket dev down" in done.stderr
     kubeconfig = str(Path(dev_env["DEEPMARKET_DEV_DIR"]) / "kubeconfig")
     ready = _ready_deepmodules(cluster_binaries["kubectl"], kubeconfig)
     assert {name for name, status in ready.items() if status == "True"} == _deploy_true()
+
+
+def _assert_operator_pod_created_digits(dev_dir: Path) -> None:
+    events = [json.loads(line) for line in (dev_dir / "cluster" / "audit.log").open()]
+    created = {}
+    for e in events:
+        ref = e.get("objectRef") or {}
+        if (
+            ref.get("namespace") == "deepmarket"
+            and ref.get("name") == "digits-classifier"
+            and ref.get("resource") in {"deployments", "services"}
+            and e["verb"] in {"create", "patch"}
+            and e.get("responseStatus", {}).get("code") == 201
+        ):
+            created[ref["resource"]] = e["user"]
+    assert set(created) == {"deployments", "services"}, created
+    for user in created.values():
+        assert user["username"] == OPERATOR_SA, user
+        pod = (user.get("extra") or {}).get("authentication.kubernetes.io/pod-name") or [""]
+        assert pod[0].startswith("deepmarket-operator-"), user
 
 
 def _read_until_up(proc: subprocess.Popen, timeout: float) -> dict[str, str]:
@@ -209,7 +239,10 @@ def test_sigterm_stops_the_operator_module_and_site(running):
     code = running.stop()
     said = running.err_log.read_text()
     assert code == 0, said[-3000:]
-    for name in ("site", "ingress" if REAL else "module server", "operator"):
+    stopped = (
+        ("site", "ingress", "the git server") if REAL else ("site", "module server", "operator")
+    )
+    for name in stopped:
         assert f"stopping {name}" in said
     assert "deepmarket dev down" in said
     # Its servers are gone: nothing answers on their ports any more.

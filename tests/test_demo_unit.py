@@ -147,3 +147,34 @@ def _endpoint(node, ready=True):
 def test_the_service_reaches_the_real_pod_only_once_no_other_endpoint_is_listed(endpoints, only):
     slices = [{"endpoints": e} for e in endpoints]
     assert demo.endpoints_only_on(slices, "real-node-1") is only
+
+
+def test_the_in_cluster_operator_runs_the_demo_where_dev_up_installed_it():
+    installed = {"real_node": True, "operator": "in-cluster"}
+    assert demo.host_operator_why(installed, checkout=True) is None
+    assert "no real node" in demo.host_operator_why({"real_node": False}, checkout=True)
+    assert "could not install" in demo.host_operator_why({"real_node": True}, checkout=True)
+    # Not a checkout (an unpacked archive): no git repository for its pods to fetch.
+    assert "not a git checkout" in demo.host_operator_why(installed, checkout=False)
+    assert "no real node" in demo.host_operator_why(None, checkout=True)
+
+
+def test_pods_reach_the_host_at_their_bridge_gateway():
+    assert demo.node_gateway("10.85.0.0/24") == "10.85.0.1"
+    assert demo.node_gateway("10.91.3.0/24") == "10.91.3.1"
+
+
+def test_the_in_cluster_operator_settles_without_an_external_url():
+    item = {
+        "metadata": {"name": "m", "generation": 2},
+        "status": {
+            "observedGeneration": 2,
+            "url": "http://m.deepmarket.svc.cluster.local/",
+            "conditions": [{"type": "Ready", "status": "True"}],
+        },
+    }
+    row = demo.status_rows([item])[0]
+    assert not demo.settled(row, BASE)  # a host operator's run sets its own externalURL
+    assert demo.settled(row, BASE, external=False)
+    item["status"]["observedGeneration"] = 1
+    assert not demo.settled(demo.status_rows([item])[0], BASE, external=False)

@@ -92,9 +92,9 @@ def export_line(env: Mapping[str, str] = os.environ) -> str:
     return f"export KUBECONFIG={kubeconfig_path(env)}"
 
 
-def _real_node_plan(say: Say, env: Mapping[str, str]) -> tuple[Binaries, Path] | None:
-    """Node binaries and images when this machine can run the real node, else None (said in
-    one line, with how to fix it)."""
+def _real_node_plan(say: Say, env: Mapping[str, str]) -> tuple[Binaries, Path, str] | None:
+    """Node binaries, images and the operator's build (its archive's name) when this machine
+    can run the real node, else None (said in one line, with how to fix it)."""
     from deepmarket.devcluster import images, realnode
     from deepmarket.devcluster.binaries import NODE_NAMES, BinariesUnavailable, ensure_binaries
 
@@ -109,11 +109,13 @@ def _real_node_plan(say: Say, env: Mapping[str, str]) -> tuple[Binaries, Path] |
         return None
     try:
         node_binaries = ensure_binaries(say, env=env, names=NODE_NAMES)
-        archive = images.node_archive(say, env)
+        built = images.build_all(say, env)
+        archive = images.bundle(built, images.images_dir(env))
     except (BinariesUnavailable, images.ImagesUnavailable) as exc:
         say(f"no real node (pods stay simulated): {exc}")
         return None
-    return node_binaries, archive
+    operator = next(b.archive.name for b in built if b.name == images.OPERATOR_IMAGE)
+    return node_binaries, archive, operator
 
 
 @contextlib.contextmanager
@@ -175,6 +177,7 @@ def _up(say: Say, env: Mapping[str, str] = os.environ, real_node: bool = True) -
         die_with_parent=False,
         progress=say,
         node_ip=host_ip() if plan else None,
+        audit_log=True,  # who wrote what: <dev dir>/cluster/audit.log
     )
     cp.start()
     real = False
@@ -197,7 +200,9 @@ def _up(say: Say, env: Mapping[str, str] = os.environ, real_node: bool = True) -
         except UserError as exc:
             say(f"no real node (pods stay simulated): {exc}")
     operator = (
-        "in-cluster" if real and install_operator(cp.kubectl_path, cp.kubeconfig, say) else ""
+        "in-cluster"
+        if real and plan and install_operator(cp.kubectl_path, cp.kubeconfig, say, build=plan[2])
+        else ""
     )
     recorded = cp.detach()
     recorded["real_node"] = real
@@ -215,11 +220,16 @@ OVERLAY = Path(__file__).resolve().parents[2] / "overlays" / "dev"
 OPERATOR_DEPLOYMENT = ("deepmarket-system", "deepmarket-operator")
 
 
-def install_operator(kubectl: Path, kubeconfig: Path, say: Say, timeout: float = 300) -> bool:
+def install_operator(
+    kubectl: Path, kubeconfig: Path, say: Say, timeout: float = 300, build: str = ""
+) -> bool:
     """`kubectl apply -k overlays/dev` (the operator's image, built locally, on the real node)
-    and wait until its pods are Ready. False, said in one line, when it does not come up: the
-    cluster stays usable and `deepmarket demo` runs the operator as a host process instead."""
+    and wait until its pods are Ready; `build` (the image's archive) is recorded on the
+    Deployment, so `deepmarket demo` knows which code runs. False, said in one line, when it
+    does not come up: the cluster stays usable and the demo runs a host process instead."""
     import subprocess
+
+    from deepmarket.devcluster.images import OPERATOR_BUILD_ANNOTATION
 
     def kubectl_run(*args: str, limit: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -231,8 +241,10 @@ def install_operator(kubectl: Path, kubeconfig: Path, say: Say, timeout: float =
     say(f"installing the operator: kubectl apply -k {OVERLAY.relative_to(OVERLAY.parents[1])}")
     steps = (
         ("apply", "--server-side", "--force-conflicts", "-k", str(OVERLAY)),
+        ("annotate", "--overwrite", "-n", ns, f"deployment/{name}",
+         f"{OPERATOR_BUILD_ANNOTATION}={build}"),
         ("rollout", "status", "-n", ns, f"deployment/{name}", f"--timeout={timeout:.0f}s"),
-    )
+    )  # fmt: skip
     for args in steps:
         try:
             done = kubectl_run(*args, limit=timeout + 30)

@@ -35,6 +35,9 @@ MODULES_DIR = ROOT / "examples" / "modules"
 BASE_IMAGE = "localhost/deepmarket/python:3.11-bookworm"
 PAUSE_IMAGE = "localhost/deepmarket/pause:1"
 OPERATOR_IMAGE = "localhost/deepmarket/operator:dev"  # overlays/dev names it
+# On the installed Deployment: the archive its pods' image came from (the build of a checkout),
+# so the demo rolls the operator when this checkout's code differs.
+OPERATOR_BUILD_ANNOTATION = "deepmarket.dev/operator-build"
 # controller/Dockerfile copies rclone from this (its RCLONE argument): Docker Hub's
 # rclone/rclone is out of reach here, so an image holds this machine's rclone at that path.
 RCLONE_IMAGE = "localhost/deepmarket/rclone:host"
@@ -309,8 +312,12 @@ def build_rclone(cache: Path) -> str:
     return key
 
 
-def build_operator(base: Built, say: Say, cache: Path, root: Path = ROOT) -> Built:
-    """The operator's image from controller/Dockerfile on the local base (cached by content)."""
+def build_operator(
+    base: Built, say: Say, cache: Path, root: Path = ROOT, load: bool = True
+) -> Built:
+    """The operator's image from controller/Dockerfile on the local base (cached by content).
+    `load=False`: a cached archive is not loaded into podman (the caller imports the archive
+    itself)."""
     with tempfile.TemporaryDirectory(prefix="deepmarket-operator-", dir=cache) as tmp:
         context = Path(tmp)
         operator_context(root, context)
@@ -319,7 +326,8 @@ def build_operator(base: Built, say: Say, cache: Path, root: Path = ROOT) -> Bui
         out = cache / archive_name(OPERATOR_IMAGE, key)
         if out.is_file():
             # The tag is fixed ("dev"): make sure it names this build, not another checkout's.
-            _run(["podman", "load", "-q", "-i", str(out)], f"podman load of {OPERATOR_IMAGE}")
+            if load:
+                _run(["podman", "load", "-q", "-i", str(out)], f"podman load of {OPERATOR_IMAGE}")
             return Built(OPERATOR_IMAGE, (OPERATOR_IMAGE,), out, True, 0.0)
         started = time.monotonic()
         say(f"building {OPERATOR_IMAGE} from controller/Dockerfile (about a minute)")
@@ -384,6 +392,14 @@ def build_all(say: Say, env: Mapping[str, str] = os.environ) -> list[Built]:
     for module in module_images():
         built.append(build_module(module, base, say, cache))
     return built
+
+
+def operator_image(say: Say, env: Mapping[str, str] = os.environ, root: Path = ROOT) -> Built:
+    """This checkout's operator image as an archive (built only when its content changed):
+    its file name names the build (`OPERATOR_BUILD_ANNOTATION`)."""
+    cache = images_dir(env)
+    base, _pause = build_base(say, cache)
+    return build_operator(base, say, cache, root, load=False)
 
 
 def bundle(built: list[Built], cache: Path) -> Path:
