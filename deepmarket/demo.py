@@ -146,13 +146,6 @@ def host_operator_why(state: Mapping[str, Any] | None, checkout: bool) -> str | 
     return None
 
 
-def node_gateway(pod_cidr: str) -> str:
-    """The real node bridge's address on the host: what its pods reach the host at."""
-    import ipaddress
-
-    return str(next(ipaddress.ip_network(pod_cidr).hosts()))
-
-
 def real_modules(modules: Sequence[Module], local_images: Collection[str]) -> set[str]:
     """The modules whose image was built here, so they can run on the real node."""
     return {m.id for m in modules if m.image in local_images}
@@ -405,7 +398,7 @@ class Demo:
         record = realnode.read_record()
         if not record or not record.get("pod_cidr"):
             raise UserError("the real node's record is missing; `deepmarket dev status` says why")
-        host = node_gateway(record["pod_cidr"])
+        host = realnode.gateway(record["pod_cidr"])
         self.git_server = GitHttpServer(top, host=host, repos={SERVED_REPO: top}, read_only=True)
         url = self.git_server.url(SERVED_REPO)
         self.say(

@@ -160,8 +160,10 @@ def test_the_in_cluster_operator_runs_the_demo_where_dev_up_installed_it():
 
 
 def test_pods_reach_the_host_at_their_bridge_gateway():
-    assert demo.node_gateway("10.85.0.0/24") == "10.85.0.1"
-    assert demo.node_gateway("10.91.3.0/24") == "10.91.3.1"
+    from deepmarket.devcluster.realnode import gateway
+
+    assert gateway("10.85.0.0/24") == "10.85.0.1"
+    assert gateway("10.91.3.0/24") == "10.91.3.1"
 
 
 def test_the_in_cluster_operator_settles_without_an_external_url():

@@ -15,13 +15,18 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+import uuid
 from pathlib import Path
 
 import pytest
 import yaml
+from catalog_factory import make_catalog, module_text, write_index, write_module
+from gitrepos import GitHttpServer, bare_clone, commit_all, init_repo, need_git, push
 from test_operator_cluster import ROOT, SA_USER, WRITE_VERBS, apply, condition, dm_of
 
+from deepmarket.controller.sync.webhook import signature
 from deepmarket.devcluster import images, nodeconfig, realnode
+from deepmarket.devcluster.config import OUTCOME_LABEL
 
 pytestmark = [pytest.mark.cluster, pytest.mark.realnode]
 
@@ -47,18 +52,6 @@ UNOBSERVABLE = {
     ),
     ("deepmarket.dev", "trainingruns/finalizers", None): "as deepmodules/finalizers",
     ("", "namespaces", None): "kopf reads namespaces only with --namespace (not cluster-wide)",
-    # The CatalogSource sync and the TrainingRun controller: their cluster tests
-    # (tests/test_sync_cluster.py, tests/test_training_cluster.py) run the operator as this same
-    # ServiceAccount, so a missing grant fails there; the scenarios here create neither yet.
-    ("deepmarket.dev", "deepmodules", "create"): "the CatalogSource sync creates modules",
-    ("deepmarket.dev", "deepmodules", "patch"): "the CatalogSource sync updates modules",
-    ("deepmarket.dev", "deepmodules", "delete"): "the CatalogSource sync prunes modules",
-    ("deepmarket.dev", "catalogsources", None): "no CatalogSource here (sync)",
-    ("deepmarket.dev", "catalogsources/status", None): "no CatalogSource here (sync)",
-    ("", "secrets", None): "a CatalogSource's git credentials and webhook secret (sync)",
-    ("deepmarket.dev", "trainingruns/status", None): "no TrainingRun here",
-    ("batch", "jobs", None): "a TrainingRun's Job",
-    ("", "resourcequotas", None): "a TrainingRun's quota message",
     ("", "events", "patch"): (
         "bumps the count of an identical Warning repeated within an hour "
         "(tests/test_operator_cluster.py covers it with the host process)"
@@ -260,6 +253,199 @@ def test_it_reconciles_as_its_serviceaccount_from_its_pod(installed, user_ns):
         assert e["responseStatus"]["code"] in (200, 201), describe(e)
 
 
+GITOPS_NS = "incluster-gitops"
+TRAINING_NS = "incluster-training"
+HOOK_SECRET = "hook-secret-for-the-incluster-test"
+
+
+def namespace(cluster, name: str) -> str:
+    body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+    assert cluster.request("POST", "/api/v1/namespaces", body)[0] == 201
+    cluster.wait_for(
+        lambda: (
+            cluster.request("GET", f"/api/v1/namespaces/{name}/serviceaccounts/default")[0] == 200
+        ),
+        f"service account default in {name}",
+    )
+    return name
+
+
+@pytest.fixture(scope="module")
+def pods_git_server(installed, tmp_path_factory):
+    """Bare repositories over git's smart HTTP (read-only) where the operator's pods reach the
+    host: the real node bridge's gateway (what the demo serves its checkout at)."""
+    need_git()
+    record = realnode.read_record()
+    assert record and record.get("pod_cidr"), record
+    root = tmp_path_factory.mktemp("git-for-pods")
+    server = GitHttpServer(root, host=realnode.gateway(record["pod_cidr"]), read_only=True)
+    yield server
+    server.stop()
+
+
+def deliver_through_service(cluster, ns: str, name: str, after: str) -> tuple[int, str]:
+    """A signed GitHub push delivery, POSTed to the webhook Service (kube-proxy → a replica)."""
+    status, svc = cluster.request("GET", f"/api/v1/namespaces/{NS}/services/deepmarket-webhook")
+    assert status == 200, svc
+    body = json.dumps({"ref": "refs/heads/main", "before": "0" * 40, "after": after,
+                       "repository": {"full_name": "org/catalog"}}).encode()  # fmt: skip
+    req = urllib.request.Request(
+        f"http://{svc['spec']['clusterIP']}:{svc['spec']['ports'][0]['port']}"
+        f"/hooks/catalogsources/{ns}/{name}",
+        data=body,
+        method="POST",
+        headers={"Content-Type": "application/json", "X-GitHub-Event": "push",
+                 "X-GitHub-Delivery": str(uuid.uuid4()),
+                 "X-Hub-Signature-256": signature(HOOK_SECRET.encode(), body)},
+    )  # fmt: skip
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+
+
+def wait_applied(cluster, ns: str, name: str, commit: str, timeout: float = 180) -> dict:
+    path = f"/apis/deepmarket.dev/v1alpha1/namespaces/{ns}/catalogsources/{name}"
+    seen: dict = {}
+
+    def done() -> bool:
+        seen.update(cluster.request("GET", path)[1])
+        return (seen.get("status") or {}).get("lastAppliedRevision") == f"main@sha1:{commit}"
+
+    try:
+        cluster.wait_for(done, f"{ns}/{name} applied at {commit[:8]}", timeout=timeout)
+    except Exception:
+        logs = cluster.kubectl(
+            "logs", "-n", NS, "-l", "app.kubernetes.io/name=deepmarket-operator", "--tail=20",
+            "--prefix", check=False,
+        ).stdout  # fmt: skip
+        pytest.fail(f"never applied {commit[:8]}: {json.dumps(seen.get('status'))}\n{logs}")
+    return seen
+
+
+def test_a_catalogsource_syncs_from_git_over_http_and_its_webhook(
+    installed, pods_git_server, tmp_path
+):
+    """GitOps in the cluster: the leader fetches a repository over HTTP from its pod, creates,
+    updates and prunes DeepModules; a signed push through the webhook Service syncs at once."""
+    cluster = installed["cluster"]
+    ns = namespace(cluster, GITOPS_NS)
+    mark = cluster.audit_mark()
+    work = make_catalog(init_repo(tmp_path / "work"), ["plants", "seeds"], deploy=("plants",))
+    first = commit_all(work, "first catalog")
+    bare = bare_clone(work, pods_git_server.root / "catalog.git")
+    cluster.kubectl("create", "secret", "generic", "hook", "-n", ns,
+                    f"--from-literal=secret={HOOK_SECRET}")  # fmt: skip
+    source = {
+        "apiVersion": "deepmarket.dev/v1alpha1",
+        "kind": "CatalogSource",
+        "metadata": {"name": "main"},
+        "spec": {"url": pods_git_server.url("catalog.git"), "interval": "10m",
+                 "webhook": {"secretRef": {"name": "hook"}},
+                 "prune": {"policy": "Delete", "maxDeletePercent": 100}},
+    }  # fmt: skip
+    apply(cluster, ns, source)
+    wait_applied(cluster, ns, "main", first)
+    assert dm_of(cluster, ns, "plants")
+    # A merge: seeds deployed too, plants' image moved (its DeepModule's digest changes).
+    write_index(work, ["plants", "seeds"], deploy=("plants", "seeds"))
+    write_module(work, "plants", module_text(id="plants").replace("tf:1.2.0", "tf:1.3.0"))
+    commit_all(work, "deploy seeds, plants 1.3.0")
+    second = push(work, bare)
+    code, text = deliver_through_service(cluster, ns, "main", second)
+    assert code in (200, 202), text
+    wait_applied(cluster, ns, "main", second)
+    assert dm_of(cluster, ns, "seeds")
+    # A removal: plants is no longer deployed, so its DeepModule is pruned.
+    write_index(work, ["plants", "seeds"], deploy=("seeds",))
+    commit_all(work, "retire plants")
+    third = push(work, bare)
+    code, text = deliver_through_service(cluster, ns, "main", third)
+    assert code in (200, 202), text
+    wait_applied(cluster, ns, "main", third)
+    cluster.wait_for(lambda: dm_of(cluster, ns, "plants") is None, "plants pruned", timeout=120)
+    synced = [
+        e for e in writes(sa_calls(cluster, mark), {"deepmodules", "catalogsources"})
+        if e["objectRef"].get("namespace") == ns
+    ]  # fmt: skip
+    did = {(e["objectRef"]["resource"], e["objectRef"].get("subresource", ""), e["verb"],
+            e["responseStatus"]["code"]) for e in synced}  # fmt: skip
+    assert ("deepmodules", "", "patch", 201) in did, did  # created by server-side apply
+    assert ("deepmodules", "", "patch", 200) in did, did  # plants' new digest
+    assert ("deepmodules", "", "delete", 200) in did, did  # pruned
+    assert ("catalogsources", "", "patch", 200) in did, did  # the receiver's request
+    assert ("catalogsources", "status", "patch", 200) in did, did
+    pods = {p["metadata"]["name"] for p in operator_pods(cluster)}
+    assert {pod_of(e) for e in synced} <= pods, [describe(e) for e in synced]
+
+
+def training_run(name: str, **policy: object) -> dict:
+    return {
+        "apiVersion": "deepmarket.dev/v1alpha1",
+        "kind": "TrainingRun",
+        "metadata": {"name": name},
+        "spec": {
+            "image": IMAGE,
+            "model": "plants",
+            "resources": {"gpu": 1},  # a simulated (KWOK) GPU node runs its pod
+            "data": {
+                "input": {"url": "https://cloud.example.org/dav/in", "secretRef": "webdav"},
+                "output": {"url": "https://cloud.example.org/dav/out"},
+            },
+            "runPolicy": dict(policy),
+            "podTemplate": {"metadata": {"labels": {OUTCOME_LABEL: "Succeeded"}}},
+        },
+    }
+
+
+def test_a_trainingrun_is_run_by_the_operators_pod(installed):
+    """The TrainingRun controller in the cluster: its Job created suspended, resumed (a patch),
+    the run Succeeded on a simulated GPU node, the Job deleted after its TTL; a Job of the
+    same name that it does not own is read and left alone."""
+    cluster = installed["cluster"]
+    ns = namespace(cluster, TRAINING_NS)
+    mark = cluster.audit_mark()
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "webdav"},
+              "stringData": {"RCLONE_WEBDAV_USER": "ana", "RCLONE_WEBDAV_PASS": "x"}}  # fmt: skip
+    taken = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "taken"},
+        "spec": {"suspend": True, "template": {"spec": {"restartPolicy": "Never", "containers": [
+            {"name": "c", "image": IMAGE}]}}},
+    }  # fmt: skip
+    apply(cluster, ns, secret, taken, training_run("taken"))
+    apply(cluster, ns, training_run("trained", suspend=True, ttlSecondsAfterFinished=0))
+    jobs = f"/apis/batch/v1/namespaces/{ns}/jobs"
+    cluster.wait_for(
+        lambda: cluster.request("GET", f"{jobs}/trained")[0] == 200, "the suspended Job", 120
+    )
+    apply(cluster, ns, training_run("trained", suspend=False, ttlSecondsAfterFinished=0))
+    runs = f"/apis/deepmarket.dev/v1alpha1/namespaces/{ns}/trainingruns"
+
+    def phase(name: str) -> str:
+        return ((cluster.request("GET", f"{runs}/{name}")[1].get("status")) or {}).get("phase", "")
+
+    try:
+        cluster.wait_for(lambda: phase("trained") == "Succeeded", "the run Succeeded", 240)
+        cluster.wait_for(
+            lambda: cluster.request("GET", f"{jobs}/trained")[0] == 404, "the Job's TTL", 120
+        )
+    except Exception:
+        status = cluster.request("GET", f"{runs}/trained")[1].get("status")
+        pytest.fail(f"the TrainingRun did not finish: {json.dumps(status)}")
+    calls = [e for e in sa_calls(cluster, mark) if e["objectRef"].get("namespace") == ns]
+    did = {(e["objectRef"].get("resource"), e["objectRef"].get("subresource", ""), e["verb"])
+           for e in calls}  # fmt: skip
+    for want in (("jobs", "", "create"), ("jobs", "", "patch"), ("jobs", "", "delete"),
+                 ("jobs", "", "get"), ("trainingruns", "status", "patch")):  # fmt: skip
+        assert want in did, (want, sorted(did))
+    # The Job it does not own is untouched.
+    assert not [describe(e) for e in writes(calls) if e["objectRef"].get("name") == "taken"
+                and e["objectRef"].get("resource") == "jobs"]  # fmt: skip
+
+
 def test_deleting_the_leader_hands_over_without_duplicate_writes(installed, user_ns):
     cluster = installed["cluster"]
     old = holder(cluster)
@@ -303,6 +489,78 @@ def test_deleting_the_leader_hands_over_without_duplicate_writes(installed, user
                and e["objectRef"].get("resource") not in {"events", "leases"}]  # fmt: skip
     assert len(created) == len(set(created)), created
     assert not [describe(e) for e in events if e["responseStatus"]["code"] == 409]
+    cluster.wait_for(lambda: rolled_out(cluster, images.OPERATOR_IMAGE), "2 Ready pods again", 300)
+
+
+def received(e: dict) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(e["requestReceivedTimestamp"].replace("Z", "+00:00")).timestamp()
+
+
+def lease_renewed_at(cluster) -> tuple[str, float]:
+    """(holder, renewTime as epoch seconds) of the operator's Lease."""
+    from datetime import datetime
+
+    status, lease = cluster.request("GET", LEASE)
+    spec = lease.get("spec") or {} if status == 200 else {}
+    stamp = spec.get("renewTime")
+    when = datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() if stamp else 0.0
+    return spec.get("holderIdentity") or "", when
+
+
+def test_a_hard_killed_leader_hands_over_without_duplicate_writes(installed, user_ns):
+    """kill -9 of the leader's process (containerd's task kill): no release, no SIGTERM. The
+    kubelet restarts the container in the same pod, whose identity (the pod name) still holds
+    the lease, so it resumes at once; otherwise the follower takes it once the lease expires
+    (15 s after it last saw a renewal). Either way: one writer at a time."""
+    cluster = installed["cluster"]
+    cluster.wait_for(lambda: rolled_out(cluster, images.OPERATOR_IMAGE), "2 Ready pods", 300)
+    old = holder(cluster)
+    assert old
+    pod = next(p for p in operator_pods(cluster) if p["metadata"]["name"] == old)
+    status = pod["status"]["containerStatuses"][0]
+    container, restarts = status["containerID"].split("://", 1)[1], status["restartCount"]
+    record = realnode.read_record()
+    assert record, "the real node's record"
+    mark = cluster.audit_mark()
+    killed_at, started = time.time(), time.monotonic()
+    out = subprocess.run(
+        ["ctr", "-a", record["socket"], "-n", "k8s.io", "tasks", "kill", "-s", "SIGKILL",
+         container],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    # Renewed after the kill: only a live process can have written that.
+    seen: dict = {}
+
+    def renewed() -> bool:
+        seen["holder"], when = lease_renewed_at(cluster)
+        return when > killed_at and seen["holder"] != ""
+
+    cluster.wait_for(renewed, "a live replica renewing the lease", timeout=120)
+    handed = time.monotonic() - started
+    new = seen["holder"]
+    apply(cluster, user_ns, dm("plants", replicas=3))
+    wait_reconciled(cluster, user_ns, "plants")
+    acting = time.monotonic() - started
+    fresh = next(p for p in operator_pods(cluster) if p["metadata"]["name"] == old)
+    restarted = fresh["status"]["containerStatuses"][0]["restartCount"] > restarts
+    who = "its restarted container (same pod)" if new == old else f"the follower {new}"
+    print(
+        f"hard kill: lease renewed by {who} {handed:.1f}s after kill -9, first reconcile "
+        f"{acting:.1f}s; container restarted: {restarted}"
+    )
+    events = writes(sa_calls(cluster, mark))
+    # Before the kill's renewal only the old process wrote; after it only the lease holder.
+    late = [describe(e) for e in events if e["objectRef"].get("resource") != "leases"
+            and pod_of(e) != new and received(e) > killed_at]  # fmt: skip
+    assert late == [], f"a replica other than the leader {new} wrote after the kill: {late}"
+    created = [describe(e) for e in events if e["responseStatus"]["code"] == 201
+               and e["objectRef"].get("resource") not in {"events", "leases"}]  # fmt: skip
+    assert len(created) == len(set(created)), created
+    assert not [describe(e) for e in events if e["responseStatus"]["code"] == 409
+                and e["objectRef"].get("resource") != "leases"]  # fmt: skip
     cluster.wait_for(lambda: rolled_out(cluster, images.OPERATOR_IMAGE), "2 Ready pods again", 300)
 
 

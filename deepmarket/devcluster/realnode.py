@@ -26,6 +26,7 @@ import contextlib
 import ctypes
 import fcntl
 import hashlib
+import ipaddress
 import json
 import os
 import platform
@@ -73,6 +74,12 @@ def host_ip() -> str:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.connect(("198.51.100.1", 9))  # TEST-NET-2: routed by the default route
         return s.getsockname()[0]
+
+
+def gateway(pod_cidr: str) -> str:
+    """The node bridge's address on the host (the CNI bridge's gateway): what its pods reach
+    the host at, e.g. a git server the demo serves the checkout's repository from."""
+    return str(next(ipaddress.ip_network(pod_cidr).hosts()))
 
 
 def missing_prerequisites() -> list[str]:
