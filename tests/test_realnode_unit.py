@@ -325,3 +325,20 @@ def test_a_changed_module_file_changes_its_image_key(tmp_path):
     (tmp_path / "pkg" / "api.py").write_text("A = 2\n")
     assert images.content_key(tmp_path, "base-1") != key
     assert images.archive_name("ghcr.io/x/digits:1.0.0", "abc") == "digits_1.0.0-abc.tar"
+
+
+def test_builds_other_checkouts_just_made_are_not_evicted(tmp_path):
+    """The image cache is shared by every checkout: an archive another one built a moment ago
+    (its node about to import it) stays; only long-untouched older builds go."""
+    import os
+    import time
+
+    from deepmarket.devcluster.images import STALE_AFTER_S, evict
+
+    mine, theirs, old = (tmp_path / f"node-images-{n}.tar" for n in ("mine", "theirs", "old"))
+    for path in (mine, theirs, old):
+        path.write_text("x")
+    now = time.time()
+    os.utime(old, (now - STALE_AFTER_S - 60, now - STALE_AFTER_S - 60))
+    assert evict(tmp_path.glob("node-images-*.tar"), keep=mine, now=now) == [old]
+    assert mine.exists() and theirs.exists() and not old.exists()

@@ -325,6 +325,7 @@ def build_operator(
         key = content_key(context, base.archive.name + build_rclone(cache))
         out = cache / archive_name(OPERATOR_IMAGE, key)
         if out.is_file():
+            out.touch()  # in use (see `evict`)
             # The tag is fixed ("dev"): make sure it names this build, not another checkout's.
             if load:
                 _run(["podman", "load", "-q", "-i", str(out)], f"podman load of {OPERATOR_IMAGE}")
@@ -357,12 +358,30 @@ def build_operator(
         "podman save",
     )
     partial.replace(out)
-    for stale in cache.glob(archive_name(OPERATOR_IMAGE, "*")):
-        if stale != out:
-            stale.unlink(missing_ok=True)
+    evict(cache.glob(archive_name(OPERATOR_IMAGE, "*")), keep=out)
     seconds = time.monotonic() - started
     say(f"built {OPERATOR_IMAGE} in {seconds:.0f}s ({image_size(OPERATOR_IMAGE)})")
     return Built(OPERATOR_IMAGE, (OPERATOR_IMAGE,), out, False, seconds)
+
+
+STALE_AFTER_S = 3600.0
+
+
+def evict(candidates: Iterable[Path], keep: Path, now: float | None = None) -> list[Path]:
+    """Remove older builds of an archive, but only those untouched for `STALE_AFTER_S`: the
+    cache is shared by every checkout on the machine, and another one's test may be about to
+    import the archive it just built (evicting it at once made their node's import fail)."""
+    now = time.time() if now is None else now
+    removed = []
+    for stale in candidates:
+        try:
+            old = now - stale.stat().st_mtime > STALE_AFTER_S
+        except OSError:
+            continue
+        if stale != keep and old:
+            stale.unlink(missing_ok=True)
+            removed.append(stale)
+    return removed
 
 
 def image_size(image: str) -> str:
@@ -408,6 +427,7 @@ def bundle(built: list[Built], cache: Path) -> Path:
     key = hashlib.sha256("\n".join(b.archive.name for b in built).encode()).hexdigest()[:16]
     out = cache / f"node-images-{key}.tar"
     if out.is_file():
+        out.touch()  # in use: not evicted by another checkout's build for a while
         return out
     for image in built:
         if not all(_podman_has(tag) for tag in image.tags):
@@ -419,9 +439,7 @@ def bundle(built: list[Built], cache: Path) -> Path:
         "podman save of the node's images",
     )
     partial.replace(out)
-    for stale in cache.glob("node-images-*.tar"):
-        if stale != out:
-            stale.unlink(missing_ok=True)
+    evict(cache.glob("node-images-*.tar"), keep=out)
     return out
 
 
