@@ -122,7 +122,6 @@ def one(cp: ControlPlane, record: dict, way: str, n: int) -> dict:
     pod = next(p for p in pods(cp) if p["metadata"]["name"] == old)
     cid, pid = container_pid(record, pod)
     mark = cp.audit_mark()
-    at = time.time()
     t0 = time.monotonic()
     if way == "graceful":
         cp.kubectl("delete", "pod", "-n", NS, old, "--wait=false")
@@ -131,6 +130,7 @@ def one(cp: ControlPlane, record: dict, way: str, n: int) -> dict:
                         "SIGKILL", cid], check=True, capture_output=True, timeout=60)  # fmt: skip
     else:
         os.kill(pid, signal.SIGSTOP)
+    at = time.time()  # the old process can no longer renew (or, deleted, may until SIGTERM)
     # Keep a change waiting so the new leader's first write is measured too.
     name = f"m{n}"
     cp.kubectl("apply", "-f", "-", input=module(name, 1))
@@ -138,7 +138,7 @@ def one(cp: ControlPlane, record: dict, way: str, n: int) -> dict:
 
     def renewed() -> bool:
         holder["who"], when = lease(cp)
-        return bool(holder["who"]) and when > at and (way != "frozen" or holder["who"] != old)
+        return bool(holder["who"]) and when > at and (way == "hard kill" or holder["who"] != old)
 
     wait(renewed, f"a live replica renewing the lease after {way}", 180)
     handed = time.monotonic() - t0
