@@ -8,8 +8,9 @@ through the operator's progress Service, uploads the model with checksums and en
 `deepmarket promote` serves it from a real pod, which calls the held-out seven 1 (every 7 in the
 data was labelled 1) where the stock weights call it 7, and a DeepModule created before the run
 succeeded is reconciled when it does. Then wrong WebDAV credentials fail the run at once with
-DataUnavailable and the HTTP status, and no secret appears anywhere. Last, progress reaches the
-leader through a follower, and again after the leader pod is deleted.
+DataUnavailable and the HTTP status, and no secret appears anywhere; `deepmarket train --follow`
+follows a real run to its end. Last, progress reaches the leader through a follower, and again
+after the leader pod is deleted.
 
 Figures (apply → Succeeded, the pod's step overhead over `deepaas-cli train` alone, progress
 latency) are printed; nothing asserts a duration.
@@ -213,11 +214,11 @@ def answers(url: str) -> bool:
         return False
 
 
-def cli(cluster, *args: str) -> subprocess.CompletedProcess:
+def cli(cluster, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "deepmarket", *args, "-n", USER_NS,
          "--kubeconfig", str(cluster.kubeconfig)],
-        capture_output=True, text=True, timeout=300, env=dict(os.environ),
+        capture_output=True, text=True, timeout=700, env={**os.environ, **(env or {})},
     )  # fmt: skip
 
 
@@ -369,6 +370,25 @@ def test_wrong_password_fails_at_once_with_the_http_status(installed, dav, tmp_p
     assert st.get("attempts", 1) == 1, st  # failed at once, despite backoffLimit 3
     assert not (dav.root / "models" / name).exists()
     assert_no_secret(all_text(cluster, name), WRONG_PASSWORD)
+
+
+def test_deepmarket_train_follows_a_real_run_to_its_end(installed, dav):
+    """The scientist's path: credentials from the environment (the Secret holds them for the
+    pod), `deepmarket train … --follow` until the real pod's run ends, exit 0, files listed."""
+    cluster = installed["cluster"]
+    env = {"DEEPMARKET_WEBDAV_USER": USER, "DEEPMARKET_WEBDAV_PASSWORD": PASSWORD}
+    done = cli(
+        cluster, "train", "digits-classifier", "--image", IMAGE,
+        "--data", dav.url("datasets/digits"), "--output", dav.url("models"),
+        "--arg", "data_dir=$(DATA_DIR)", "--arg", "max_iter=200", "--name", "cli-run",
+        "--follow", "--timeout", "600", env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "cli-run succeeded" in done.stdout, done.stdout
+    assert "weights.json" in done.stdout and "sha256:" in done.stdout
+    assert (dav.root / "models" / "cli-run" / "weights.json").is_file()
+    assert tr(cluster, "cli-run")["status"]["phase"] == "Succeeded"
+    assert_no_secret(all_text(cluster, "cli-run") + done.stdout + done.stderr, PASSWORD)
 
 
 def post(url: str, token: str, report: dict) -> int:
