@@ -3,10 +3,12 @@
     .venv/bin/python bench/realnode.py [--cold-images] [--predictions 30]
 
 Prints: image build warm (cache hit) and, with --cold-images, cold (an empty cache: debootstrap
-and the digits module's pip install); containerd start -> node Ready; a digits pod create ->
-Ready (deepaas-run warmed up and answering its readiness probe); the RSS of kubelet,
-containerd and kube-proxy; and the median prediction latency through the pod's Service
-(kube-proxy) against `deepmarket module serve` on this machine, as a ratio.
+and the digits module's pip install); containerd start -> node Ready (and CoreDNS synced); a
+digits pod create -> Ready (deepaas-run warmed up and answering its readiness probe); the RSS
+of kubelet, containerd, kube-proxy and CoreDNS; the median latency of a DNS lookup from a pod
+(a Service by its full name, by its short name through the search path, and an external name
+forwarded to this machine's resolver, cached); and the median prediction latency through the
+pod's Service (kube-proxy) against `deepmarket module serve` on this machine, as a ratio.
 Needs root and what `make test` installs (scripts/install-system-deps.sh).
 """
 
@@ -66,6 +68,43 @@ def wait_http(url: str, timeout: float = 300) -> None:
         except OSError:
             time.sleep(0.2)
     raise SystemExit(f"{url} did not answer within {timeout:.0f}s")
+
+
+DNS_PROBE = """
+import json, socket, statistics, sys, time
+out = {}
+for name in sys.argv[1:]:
+    times = []
+    for _ in range(52):
+        t0 = time.perf_counter()
+        try:
+            socket.getaddrinfo(name, 80, socket.AF_INET, socket.SOCK_STREAM)
+        except socket.gaierror:
+            pass
+        times.append(time.perf_counter() - t0)
+    out[name] = statistics.median(times[2:]) * 1000
+print(json.dumps(out))
+"""
+
+
+def dns_pod(names: list[str]) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "dns-bench"},
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [
+                {
+                    "name": "probe",
+                    "image": images.BASE_IMAGE,
+                    "imagePullPolicy": "Never",
+                    "command": ["python3", "-c", DNS_PROBE, *names],
+                }
+            ],
+            **nodeconfig.placement(),
+        },
+    }
 
 
 def digits_pod() -> dict:
@@ -146,6 +185,24 @@ def main() -> None:
                 "RSS: "
                 + ", ".join(f"{n} {v:.0f} MiB" for n, v in parts.items())
                 + f"; total {sum(parts.values()):.0f} MiB"
+            )
+
+            names = ["digits.default.svc.cluster.local.", "digits", "pypi.org"]
+            cp.kubectl("apply", "-f", "-", input=json.dumps(dns_pod(names)))
+            cp.wait_for(
+                lambda: (
+                    cp.request("GET", "/api/v1/namespaces/default/pods/dns-bench")[1]
+                    .get("status", {})
+                    .get("phase")
+                    in ("Succeeded", "Failed")
+                ),
+                "the DNS probe pod",
+                timeout=300,
+            )
+            lookups = json.loads(cp.kubectl("logs", "dns-bench").stdout.strip().splitlines()[-1])
+            print(
+                "DNS lookup from a pod, median of 50: "
+                + ", ".join(f"{n} {ms:.2f} ms" for n, ms in lookups.items())
             )
 
             _, svc = cp.request("GET", "/api/v1/namespaces/default/services/digits")

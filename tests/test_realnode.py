@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
 import urllib.request
 
 import pytest
 
-from deepmarket.devcluster import images, nodeconfig
+from deepmarket.devcluster import imagegc, images, nodeconfig, realnode
 from deepmarket.devcluster.config import GPU_RESOURCE
 
 pytestmark = [pytest.mark.cluster, pytest.mark.realnode]
@@ -404,3 +405,65 @@ def test_the_cluster_dns_runs_with_a_read_only_identity(real_cluster, real_node)
         out = real_cluster.kubectl("auth", "can-i", verb, resource, "-A", *who, check=False)
         expected = "yes" if (verb, resource) in allowed else "no"
         assert out.stdout.strip() == expected, (verb, resource, out.stdout, out.stderr)
+
+
+# --- image garbage -------------------------------------------------------------------------
+
+
+def tiny_image(tmp_path, name: str) -> tuple[str, str]:
+    """A one-file image of unique content under `name`, saved as a docker-archive; returns
+    (archive path, podman image ID)."""
+    root = tmp_path / "".join(c if c.isalnum() else "_" for c in name)
+    (root / "data").mkdir(parents=True)
+    (root / "data" / "id").write_text(f"{name} {os.urandom(8).hex()}\n")
+    rootfs = root.with_suffix(".rootfs.tar")
+    subprocess.run(["tar", "-C", str(root), "-cf", str(rootfs), "."], check=True, timeout=60)
+    image_id = subprocess.run(
+        ["podman", "import", "-q", str(rootfs), name],
+        check=True, capture_output=True, text=True, timeout=120,
+    ).stdout.strip()  # fmt: skip
+    archive = root.with_suffix(".tar")
+    subprocess.run(
+        ["podman", "save", "-q", "--format", "docker-archive", "-o", str(archive), name],
+        check=True, timeout=120,
+    )  # fmt: skip
+    return str(archive), image_id
+
+
+def test_images_the_bundle_replaced_leave_the_node_and_foreign_ones_stay(real_node, tmp_path):
+    record = real_node.record
+    ctr = ["ctr", "-a", record["socket"], "-n", "k8s.io"]
+
+    def listed() -> list[imagegc.ImageRecord]:
+        out = subprocess.run([*ctr, "images", "ls"], capture_output=True, text=True, timeout=60)
+        return imagegc.parse_ctr_images(out.stdout)
+
+    stale, foreign = "localhost/deepmarket/replaced-test:1", "example.org/someone/else-test:1"
+    podman_ids = []
+    try:
+        for name in (stale, foreign):
+            archive, image_id = tiny_image(tmp_path, name)
+            podman_ids.append(image_id)
+            subprocess.run([*ctr, "images", "import", archive], check=True, timeout=120)
+        digests = {r.name: r.digest for r in listed() if r.name in (stale, foreign)}
+        # The CRI plugin adds its `sha256:<id>` record for each image it sees.
+        real_node.cp.wait_for(
+            lambda: {r.digest for r in listed() if r.alias} >= set(digests.values()),
+            "the CRI plugin's ID records of the new images",
+            timeout=60,
+        )
+        current = [tag for archive in real_node.images for tag in images.archive_tags(archive)]
+        said: list[str] = []
+        removed = realnode.prune_images(record, current, said.append)
+    finally:
+        subprocess.run(["podman", "rmi", *podman_ids], capture_output=True, timeout=120)
+    after = listed()
+    names = {r.name for r in after}
+    assert stale in removed and stale not in names
+    assert foreign in names and foreign not in removed
+    assert set(current) <= names  # the bundle's images stay
+    # the stale image's ID record went with it; the foreign one's stays
+    assert not [r for r in after if r.alias and r.digest == digests[stale]]
+    assert [r for r in after if r.alias and r.digest == digests[foreign]]
+    assert any("freed" in line and stale in line for line in said), said
+    subprocess.run([*ctr, "images", "rm", foreign], capture_output=True, timeout=60)

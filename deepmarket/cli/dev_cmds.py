@@ -49,7 +49,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Build a Debian bookworm Python 3.11 base with debootstrap + podman and "
         "each module in examples/modules/ from its Dockerfile on that base, tagged with the "
         "catalog's image names; cached under ~/.cache/deepmarket/images/ by content. A running "
-        "real node gets them imported.",
+        "`dev up` real node gets them imported. Then removes what earlier builds left behind: old "
+        "archives, podman's untagged images built from the local base, and the node's images "
+        "these replaced (only deepmarket's own and the catalog's names, nothing else).",
     )
     p.set_defaults(func=cmd_images)
     p = dev_sub.add_parser(
@@ -114,9 +116,15 @@ def cmd_images(args: argparse.Namespace) -> int:
         how = "cached" if image.cached else f"built in {image.seconds:.0f}s"
         size = image.archive.stat().st_size / 2**20
         print(f"{', '.join(image.tags):<50} {size:5.0f} MiB  {how}")
+    # What earlier builds left: old archives, podman's untagged images, the node's old images.
+    images.prune(built, say)
     record = realnode.read_record()
-    if record and realnode.import_images(record, [b.archive for b in built]):
+    if record and record.get("owner_pid"):
+        # A test run's or bench's node: its images are its own business.
+        say(f"the real node running now belongs to pid {record['owner_pid']}; not importing")
+    elif record and realnode.import_images(record, [b.archive for b in built]):
         say(f"imported into the running real node's containerd ({record['socket']})")
+        realnode.prune_images(record, [tag for b in built for tag in b.tags], say)
     return 0
 
 

@@ -421,11 +421,15 @@ def operator_image(say: Say, env: Mapping[str, str] = os.environ, root: Path = R
     return build_operator(base, say, cache, root, load=False)
 
 
+def bundle_name(built: list[Built]) -> str:
+    key = hashlib.sha256("\n".join(b.archive.name for b in built).encode()).hexdigest()[:16]
+    return f"node-images-{key}.tar"
+
+
 def bundle(built: list[Built], cache: Path) -> Path:
     """One docker-archive holding every image in `built` (their layers stored once, so the
     node imports the Python base once, not per image)."""
-    key = hashlib.sha256("\n".join(b.archive.name for b in built).encode()).hexdigest()[:16]
-    out = cache / f"node-images-{key}.tar"
+    out = cache / bundle_name(built)
     if out.is_file():
         out.touch()  # in use: not evicted by another checkout's build for a while
         return out
@@ -444,5 +448,37 @@ def bundle(built: list[Built], cache: Path) -> Path:
 
 
 def node_archive(say: Say, env: Mapping[str, str] = os.environ) -> Path:
-    """Build what is missing and return the one archive the real node imports."""
-    return bundle(build_all(say, env), images_dir(env))
+    """Build what is missing and return the one archive the real node imports (then remove
+    the archives and podman images earlier builds left behind)."""
+    built = build_all(say, env)
+    archive = bundle(built, images_dir(env))
+    prune(built, say, env)
+    return archive
+
+
+def prune(built: list[Built], say: Say, env: Mapping[str, str] = os.environ) -> None:
+    """Remove old archives (all but `built`'s and their bundle's) and podman's untagged images
+    from earlier builds (see imagegc)."""
+    from deepmarket.devcluster import imagegc
+
+    current = {b.archive.name for b in built} | {bundle_name(built)}
+    imagegc.prune_archives(images_dir(env), current, say, grace=STALE_AFTER_S)
+    if shutil.which("podman"):
+        imagegc.prune_podman(say)
+
+
+def archive_tags(archive: Path) -> list[str]:
+    """The image names a docker-archive carries (its manifest.json's RepoTags)."""
+    import json
+    import tarfile
+
+    with tarfile.open(archive) as tar:
+        member = tar.extractfile("manifest.json")
+        manifest = json.load(member) if member else []
+    return [tag for entry in manifest for tag in entry.get("RepoTags") or []]
+
+
+def catalog_names() -> set[str]:
+    """The catalog's image names of the example modules built here (ours to remove when
+    stale, like everything under localhost/deepmarket/)."""
+    return {name for module in module_images() for name in module.names}

@@ -36,7 +36,7 @@ import socket
 import subprocess
 import time
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -236,6 +236,17 @@ def import_images(record: dict, archives: Sequence[Path]) -> bool:
         if out.returncode != 0:
             raise ControlPlaneError(f"importing {archive} failed: {out.stderr.strip()}")
     return True
+
+
+def prune_images(record: dict, current: Iterable[str], say: Say) -> list[str]:
+    """Delete the running node's images that `current` (the tags just imported) replaced:
+    only deepmarket's own names and orphaned ID records (see imagegc)."""
+    from deepmarket.devcluster import imagegc, images
+
+    if not _runs(record, "containerd"):
+        return []
+    root = Path(record.get("containerd_root") or record["base"])
+    return imagegc.prune_containerd(record["socket"], root, current, images.catalog_names(), say)
 
 
 def wait_until_free(timeout: float = 900, say: Say | None = None) -> None:
@@ -549,6 +560,7 @@ class RealNode:
         # starts.
         self._start_dns(kubeconfigs["coredns"])
         marker = (plan.containerd_root or plan.base) / "deepmarket-imported.txt"
+        imported = False
         for image in self.images:
             if _read(marker) == image.name:
                 continue  # containerd's root (a cache) holds these images already
@@ -558,8 +570,15 @@ class RealNode:
             if out.returncode != 0:
                 raise ControlPlaneError(f"importing {image} into containerd failed: {out.stderr}")
             marker.write_text(image.name)
+            imported = True
             self.say(f"imported {image.name} ({time.monotonic() - started:.1f}s)")
         self.timings["images imported"] = time.monotonic() - t0
+        if imported:
+            # The root outlives the node: drop what the new images replaced.
+            from deepmarket.devcluster.images import archive_tags
+
+            tags = [tag for image in self.images for tag in archive_tags(image)]
+            prune_images(self.record, tags, self.say)
 
         # The kubelet, in a mount namespace that shows it the sysctl values it wants. Its root
         # dir is a shared mount first, so the volumes it mounts there reach containerd.
