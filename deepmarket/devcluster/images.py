@@ -11,6 +11,8 @@ registry.
 
 Every image is saved as a docker-archive under ~/.cache/deepmarket/images/, named by a hash
 of what it is built from: a changed module file makes a new image, an unchanged one is reused.
+Old archives are removed (`evict`, `prune`) only once untouched for an hour: another
+checkout's build or node on this machine may be reading one.
 `node_archive()` bundles them into one archive (shared layers stored once) that `RealNode`
 imports into its containerd.
 """
@@ -266,9 +268,6 @@ def build_module(module: ModuleImage, base: Built, say: Say, cache: Path) -> Bui
         "podman save",
     )
     partial.replace(out)
-    for stale in cache.glob(archive_name(module.names[0], "*")):
-        if stale != out:
-            stale.unlink(missing_ok=True)
     seconds = time.monotonic() - started
     say(f"built {module.names[0]} in {seconds:.0f}s")
     return Built(module.names[0], module.names, out, False, seconds)
