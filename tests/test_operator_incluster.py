@@ -177,17 +177,7 @@ def installed(real_cluster):
 
 @pytest.fixture(scope="module")
 def user_ns(installed):
-    cluster = installed["cluster"]
-    name = "incluster-users"
-    body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
-    assert cluster.request("POST", "/api/v1/namespaces", body)[0] == 201
-    cluster.wait_for(
-        lambda: (
-            cluster.request("GET", f"/api/v1/namespaces/{name}/serviceaccounts/default")[0] == 200
-        ),
-        f"service account default in {name}",
-    )
-    return name
+    return namespace(installed["cluster"], "incluster-users")
 
 
 def test_install_runs_two_ready_operator_pods_on_the_real_node(installed):

@@ -653,21 +653,11 @@ class RealNode:
 
     def _proxy_synced(self) -> bool:
         assert self.plan is not None
-        url = f"http://127.0.0.1:{self.plan.ports.proxy_healthz}/healthz"
-        try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
-                return resp.status == 200
-        except OSError:
-            return False
+        return _answers_ok(f"http://127.0.0.1:{self.plan.ports.proxy_healthz}/healthz")
 
     def _dns_ready(self) -> bool:
         assert self.plan is not None
-        url = f"http://127.0.0.1:{self.plan.ports.dns_ready}/ready"
-        try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
-                return resp.status == 200
-        except OSError:
-            return False
+        return _answers_ok(f"http://127.0.0.1:{self.plan.ports.dns_ready}/ready")
 
     def _wait(self, check: Callable[[], bool], what: str) -> None:
         deadline = time.monotonic() + self.timeout
@@ -737,3 +727,12 @@ def _tail(path: Path, lines: int = 20) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
+
+
+def _answers_ok(url: str) -> bool:
+    """Whether a local health endpoint answers 200 right now."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
