@@ -210,10 +210,9 @@ def test_the_webhook_receiver_answers_through_its_service(installed, user_ns):
         url, data=b"{}", method="POST", headers={"Content-Type": "application/json"}
     )
     # Through kube-proxy to a replica, which looks the CatalogSource up as its ServiceAccount.
-    with pytest.raises(urllib.error.HTTPError) as answer:
-        urllib.request.urlopen(req, timeout=30)
-    assert answer.value.code == 404
-    assert f"no CatalogSource {user_ns}/nothing-here" in answer.value.read().decode()
+    code, text = post_through_service(req)
+    assert code == 404, text
+    assert f"no CatalogSource {user_ns}/nothing-here" in text
 
 
 def test_it_reconciles_as_its_serviceaccount_from_its_pod(installed, user_ns):
@@ -287,11 +286,24 @@ def deliver_through_service(cluster, ns: str, name: str, after: str) -> tuple[in
                  "X-GitHub-Delivery": str(uuid.uuid4()),
                  "X-Hub-Signature-256": signature(HOOK_SECRET.encode(), body)},
     )  # fmt: skip
-    try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read().decode()
+    return post_through_service(req)
+
+
+def post_through_service(req: urllib.request.Request, timeout: float = 60) -> tuple[int, str]:
+    """(status, body) of a POST to a Service's cluster IP. kube-proxy programs a Service a
+    moment after its endpoints turn ready and rejects connections until then, so a refused
+    connect is retried (bounded); every HTTP answer, error or not, is returned at once."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                return resp.status, resp.read().decode()
+        except urllib.error.HTTPError as err:
+            return err.code, err.read().decode()
+        except urllib.error.URLError as err:
+            if not isinstance(err.reason, ConnectionRefusedError) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 def wait_applied(cluster, ns: str, name: str, commit: str, timeout: float = 180) -> dict:
