@@ -83,7 +83,7 @@ def wait(check, what: str, timeout: float = 300) -> None:
 
 def container_pid(record: dict, pod: dict) -> tuple[str, int]:
     cid = pod["status"]["containerStatuses"][0]["containerID"].split("://", 1)[1]
-    out = subprocess.run(["ctr", "-a", record["socket"], "-n", "k8s.io", "tasks", "ls"],
+    out = subprocess.run([*realnode.ctr_command(record), "tasks", "ls"],
                          capture_output=True, text=True, check=True, timeout=60).stdout  # fmt: skip
     for line in out.splitlines():
         parts = line.split()
@@ -125,8 +125,8 @@ def one(cp: ControlPlane, record: dict, way: str, n: int) -> dict:
     if way == "graceful":
         cp.kubectl("delete", "pod", "-n", NS, old, "--wait=false")
     elif way == "hard kill":
-        subprocess.run(["ctr", "-a", record["socket"], "-n", "k8s.io", "tasks", "kill", "-s",
-                        "SIGKILL", cid], check=True, capture_output=True, timeout=60)  # fmt: skip
+        subprocess.run([*realnode.ctr_command(record), "tasks", "kill", "-s", "SIGKILL", cid],
+                       check=True, capture_output=True, timeout=60)  # fmt: skip
     else:
         os.kill(pid, signal.SIGSTOP)
     at = time.time()  # the old process can no longer renew (or, deleted, may until SIGTERM)

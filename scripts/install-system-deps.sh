@@ -21,11 +21,12 @@ command -v mvn >/dev/null 2>&1 || need+=(maven)
 command -v npm >/dev/null 2>&1 || need+=(nodejs npm)
 # The catalog sync's tests serve real repositories with git's own CGI, git http-backend.
 [ -x /usr/lib/git-core/git-http-backend ] || need+=(git)
-# The dev cluster's real node: containerd + runc + CNI plugins run its pods, iptables carries
-# kube-proxy's Services, podman + debootstrap build its images without a Docker engine. The
-# names are the same on Ubuntu 24.04, where Docker's containerd.io (GitHub's runners) already
-# provides containerd and runc.
-command -v containerd >/dev/null 2>&1 || need+=(containerd)
+# The dev cluster's real node: runc + CNI plugins run its pods, iptables carries kube-proxy's
+# Services, podman + debootstrap build its images without a Docker engine. The names are the
+# same on Ubuntu 24.04, where Docker's containerd.io (GitHub's runners) already provides runc.
+# No containerd package: the node runs a pinned containerd 2.x built from the Go module proxy
+# (tools/containerd); Debian's 1.6 is too old for the kubelet, and its package would start a
+# host-wide containerd service the node does not use.
 command -v runc >/dev/null 2>&1 || need+=(runc)
 [ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
 command -v iptables >/dev/null 2>&1 || need+=(iptables)

@@ -34,6 +34,22 @@ def test_pins_kubernetes_and_its_own_etcd_client_version():
         assert (TOOLS / mod / "go.sum").stat().st_size > 0
 
 
+def test_containerd_is_a_pinned_2x_built_without_cgo():
+    """The real node's containerd, shim and ctr: one static build of the pinned release (no
+    btrfs snapshotter: it needs C headers), stamped so --version tells the release."""
+    pins = pinned_versions(TOOLS)
+    assert pins["containerd"] == pins["containerd-shim-runc-v2"] == pins["ctr"]
+    assert pins["containerd"].startswith("v2.2.")
+    (group,) = [g for g in binaries.build_groups(TOOLS) if "containerd" in g.names]
+    assert group.names == binaries.CONTAINERD_NAMES
+    assert set(binaries.CONTAINERD_NAMES) <= set(binaries.NODE_NAMES)
+    assert not set(binaries.CONTAINERD_NAMES) & set(binaries.NAMES)  # only the real node's
+    assert group.cgo is False and group.tags == "no_btrfs"
+    assert f"version.Version={pins['containerd'].removeprefix('v')}'" in group.ldflags
+    assert binaries.version_command("containerd-shim-runc-v2") == ["-v"]
+    assert (TOOLS / "containerd" / "go.sum").stat().st_size > 0
+
+
 def test_every_staging_module_is_pinned_to_the_release():
     k8s_mod = (TOOLS / "k8s" / "go.mod").read_text()
     staging = {line.split()[0] for line in k8s_mod.splitlines() if "=> k8s.io/" in line}
@@ -49,6 +65,8 @@ def test_every_staging_module_is_pinned_to_the_release():
         ("Kubernetes v1.37.2\n", "v1.37.2"),
         ("Client Version: v1.37.2\nKustomize Version: v5.8.1\n", "v1.37.2"),
         ("etcd Version: 3.7.0\nGit SHA: x\nGo Version: go1.26.8\n", "v3.7.0"),
+        ("containerd github.com/containerd/containerd/v2 2.2.7 go-module\n", "v2.2.7"),
+        ("containerd-shim-runc-v2:\n  Version:  2.2.7\n  Revision: go-module\n", "v2.2.7"),
         ("garbage", None),
     ],
 )

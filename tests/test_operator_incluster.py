@@ -529,8 +529,7 @@ def test_a_hard_killed_leader_hands_over_without_duplicate_writes(installed, use
     mark = cluster.audit_mark()
     started = time.monotonic()
     out = subprocess.run(
-        ["ctr", "-a", record["socket"], "-n", "k8s.io", "tasks", "kill", "-s", "SIGKILL",
-         container],
+        [*realnode.ctr_command(record), "tasks", "kill", "-s", "SIGKILL", container],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
@@ -572,15 +571,14 @@ def _tag_upgrade(cluster) -> str:
     record = realnode.read_record()
     assert record, "the real node's record"
     new = f"{images.OPERATOR_IMAGE.rsplit(':', 1)[0]}:{UPGRADE_TAG}"
-    ctr = ["ctr", "-a", record["socket"], "-n", "k8s.io", "images"]
+    ctr = [*realnode.ctr_command(record), "images"]
     listed = subprocess.run([*ctr, "ls", "-q"], capture_output=True, text=True, timeout=60)
     prefix = new.rsplit("-", 1)[0]
     stale = [r for r in listed.stdout.split() if r == prefix or r.startswith(prefix + "-")]
     if stale:  # earlier runs' tags: references only, the layers stay
         subprocess.run([*ctr, "rm", *stale], capture_output=True, text=True, timeout=60)
     out = subprocess.run(
-        ["ctr", "-a", record["socket"], "-n", "k8s.io", "images", "tag", "--force",
-         images.OPERATOR_IMAGE, new],
+        [*ctr, "tag", "--force", images.OPERATOR_IMAGE, new],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr

@@ -432,7 +432,7 @@ def tiny_image(tmp_path, name: str) -> tuple[str, str]:
 
 def test_images_the_bundle_replaced_leave_the_node_and_foreign_ones_stay(real_node, tmp_path):
     record = real_node.record
-    ctr = ["ctr", "-a", record["socket"], "-n", "k8s.io"]
+    ctr = realnode.ctr_command(record)
 
     def listed() -> list[imagegc.ImageRecord]:
         out = subprocess.run([*ctr, "images", "ls"], capture_output=True, text=True, timeout=60)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -61,13 +62,65 @@ def test_containerd_keeps_every_state_dir_under_the_nodes_own_dir(tmp_path):
             if line.strip().startswith(f"{key} =")
         ]
         assert values and all(v.startswith(base) for v in values), key
-    assert "restrict_oom_score_adj = true" in text and "SystemdCgroup = false" in text
-    assert f'sandbox_image = "{images.PAUSE_IMAGE}"' in text
     # runc where this machine has it (Debian: /usr/sbin; Docker's containerd.io: /usr/bin)
     other = nodeconfig.containerd_config(
         NodePlan(**{**plan(tmp_path).__dict__, "runc": "/usr/bin/runc"}), images.PAUSE_IMAGE
     )
     assert 'BinaryName = "/usr/bin/runc"' in other
+
+
+def test_containerd_config_is_version_3_with_the_cri_split_in_two_plugins(tmp_path):
+    """containerd 2.x reads the CRI's settings from `io.containerd.cri.v1.images` and
+    `io.containerd.cri.v1.runtime`; what 1.6 read from `io.containerd.grpc.v1.cri` (a
+    version-2 config) would only be migrated, or ignored."""
+    cache = tmp_path / "cache" / "containerd2"
+    config = tomllib.loads(
+        nodeconfig.containerd_config(
+            NodePlan(**{**plan(tmp_path).__dict__, "containerd_root": cache}), images.PAUSE_IMAGE
+        )
+    )
+    assert config["version"] == 3
+    assert config["imports"] == []  # not the host's /etc/containerd/conf.d drop-ins
+    assert config["root"] == str(cache)  # the image cache outlives the node
+    plugins = config["plugins"]
+    assert "io.containerd.grpc.v1.cri" not in plugins
+    assert plugins["io.containerd.nri.v1.nri"] == {"disable": True}
+    img = plugins["io.containerd.cri.v1.images"]
+    assert img["snapshotter"] == "overlayfs"
+    # the local pause image: there is no registry to pull one from
+    assert img["pinned_images"] == {"sandbox": images.PAUSE_IMAGE}
+    rt = plugins["io.containerd.cri.v1.runtime"]
+    # no CAP_SYS_RESOURCE: the OOM score may only go up
+    assert rt["restrict_oom_score_adj"] is True
+    assert rt["netns_mounts_under_state_dir"] is True
+    assert rt["containerd"]["default_runtime_name"] == "runc"
+    runc = rt["containerd"]["runtimes"]["runc"]
+    assert runc["runtime_type"] == "io.containerd.runc.v2"
+    assert runc["options"] == {
+        "SystemdCgroup": False,  # cgroupfs, as the kubelet's cgroupDriver
+        "BinaryName": "/usr/sbin/runc",
+        "Root": str(tmp_path / "node" / "containerd" / "runc"),
+    }
+    assert rt["cni"] == {
+        "bin_dirs": [str(nodeconfig.CNI_BIN_DIR)],
+        "conf_dir": str(tmp_path / "node" / "cni" / "net.d"),
+    }
+    assert config["grpc"]["address"] == "/run/deepmarket/node/containerd.sock"
+
+
+def test_containerd_finds_the_pinned_shim_before_any_on_path(tmp_path):
+    from deepmarket.devcluster.binaries import Binaries
+    from deepmarket.devcluster.realnode import containerd_env
+
+    cache = tmp_path / "k8s"
+    found = Binaries({n: cache / n for n in ("containerd", "containerd-shim-runc-v2", "ctr")}, {})
+    env = containerd_env(found, {"PATH": "/usr/bin:/bin", "HOME": "/root"})
+    assert env["PATH"] == f"{cache}:/usr/bin:/bin" and env["HOME"] == "/root"
+    assert containerd_env(found, {})["PATH"].startswith(f"{cache}:")
+    record = {"socket": "/run/deepmarket/node-x/containerd.sock", "ctr": str(cache / "ctr")}
+    from deepmarket.devcluster.realnode import ctr_command
+
+    assert ctr_command(record) == [str(cache / "ctr"), "-a", record["socket"], "-n", "k8s.io"]
 
 
 def test_cni_bridge_uses_the_chosen_range_and_no_masquerading(tmp_path):

@@ -1,6 +1,7 @@
 """Find or build the control-plane binaries: etcd, kube-apiserver, kube-controller-manager,
 kube-scheduler, kubectl and kwok; and, for the real node, kubelet and kube-proxy (built from the
-same wrapper module, only when asked for) and CoreDNS (tools/coredns: the cluster's DNS).
+same wrapper module, only when asked for), CoreDNS (tools/coredns: the cluster's DNS) and
+containerd with its runc shim and `ctr` (tools/containerd: a pinned 2.x, not the distribution's).
 
 Order of preference, per binary:
 
@@ -47,7 +48,10 @@ K8S_TOOLS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kub
 # real node never waits for them.
 K8S_NODE_TOOLS = ("kubelet", "kube-proxy")
 DNS_NAMES = ("coredns",)
-NODE_NAMES = K8S_NODE_TOOLS + DNS_NAMES
+# containerd pinned to a 2.x release: Debian's 1.6 lacks the CRI RuntimeConfig call the kubelet
+# needs from 1.38 on. The shim must sit beside containerd (see realnode: first on its PATH).
+CONTAINERD_NAMES = ("containerd", "containerd-shim-runc-v2", "ctr")
+NODE_NAMES = K8S_NODE_TOOLS + DNS_NAMES + CONTAINERD_NAMES
 ALL_NAMES = NAMES + NODE_NAMES
 
 TOOLS_DIR = Path(__file__).resolve().parents[2] / "tools"
@@ -70,6 +74,8 @@ class Group:
     names: tuple[str, ...]
     version: str  # the pinned version, as the binaries' --version should report it
     ldflags: str
+    tags: str = ""  # go build -tags
+    cgo: bool = True  # False: CGO_ENABLED=0 (static, needs no C toolchain or headers)
 
 
 @dataclass
@@ -143,6 +149,10 @@ def build_groups(tools_dir: Path = TOOLS_DIR, build_date: str = "") -> list[Grou
     coredns = module_version(
         (tools_dir / "coredns" / "go.mod").read_text(), "github.com/coredns/coredns"
     )
+    containerd = module_version(
+        (tools_dir / "containerd" / "go.mod").read_text(), "github.com/containerd/containerd/v2"
+    )
+    ctrd_version = "github.com/containerd/containerd/v2/version"
     # etcd and kwok first: small, and they do not wait on the long Kubernetes build.
     return [
         Group(
@@ -175,6 +185,17 @@ def build_groups(tools_dir: Path = TOOLS_DIR, build_date: str = "") -> list[Grou
         ),
         # CoreDNS reports its version from a constant (coremain.CoreVersion).
         Group(tools_dir / "coredns", (".",), DNS_NAMES, coredns, "-s -w"),
+        # No cgo: the btrfs snapshotter (C headers) is left out, the node uses overlayfs.
+        Group(
+            tools_dir / "containerd",
+            tuple(f"github.com/containerd/containerd/v2/cmd/{n}" for n in CONTAINERD_NAMES),
+            CONTAINERD_NAMES,
+            containerd,
+            f"-s -w -X '{ctrd_version}.Version={containerd.removeprefix('v')}' "
+            f"-X '{ctrd_version}.Revision=go-module'",
+            tags="no_btrfs",
+            cgo=False,
+        ),
     ]
 
 
@@ -185,6 +206,8 @@ def pinned_versions(tools_dir: Path = TOOLS_DIR) -> dict[str, str]:
 def version_command(name: str) -> list[str]:
     if name == "coredns":
         return ["-version"]
+    if name == "containerd-shim-runc-v2":
+        return ["-v"]
     return ["version", "--client"] if name == "kubectl" else ["--version"]
 
 
@@ -309,6 +332,8 @@ def _run_go_build(group: Group, out_dir: Path, progress: Progress) -> None:
     assert go is not None
     # -buildvcs=false: the binaries do not depend on this repository's git state.
     base = [go, "build", "-v", "-buildvcs=false", "-ldflags", group.ldflags]
+    if group.tags:
+        base += ["-tags", group.tags]
     if group.packages == (".",):
         cmd = [*base, "-o", str(out_dir / group.names[0])]
     else:
@@ -317,6 +342,7 @@ def _run_go_build(group: Group, out_dir: Path, progress: Progress) -> None:
     proc = subprocess.Popen(
         cmd,
         cwd=group.module_dir,
+        env=None if group.cgo else {**os.environ, "CGO_ENABLED": "0"},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -398,6 +424,7 @@ def ensure_binaries(
                     "Go's cache",
                     K8S_NODE_TOOLS: "; ~2 min once the control plane's build filled Go's cache",
                     DNS_NAMES: "; ~2 min, sharing the Kubernetes client in Go's cache",
+                    CONTAINERD_NAMES: "; ~3 min cold on 2 cores",
                 }.get(group.names, "")
                 say(
                     f"building {', '.join(group.names)} {group.version} with go build "

@@ -155,13 +155,18 @@ def mib(n: int) -> str:
 
 
 def prune_containerd(
-    socket: str, root: Path, current: Iterable[str], catalog_names: Iterable[str], say: Say
+    ctr_command: Sequence[str],
+    root: Path,
+    current: Iterable[str],
+    catalog_names: Iterable[str],
+    say: Say,
 ) -> list[str]:
-    """Delete the node's stale image records (containerd then collects their content)."""
+    """Delete the node's stale image records (containerd then collects their content);
+    `ctr_command` is ctr with the node's socket and namespace (`realnode.ctr_command`)."""
 
     def ctr(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            ["ctr", "-a", socket, "-n", "k8s.io", *args],
+            [*ctr_command, *args],
             capture_output=True, text=True, timeout=timeout,
         )  # fmt: skip
 

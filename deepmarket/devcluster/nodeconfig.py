@@ -4,7 +4,7 @@ runs what these return.
 
 Facts that shaped them (Debian 12 host, cgroup v1/hybrid, root without CAP_SYS_RESOURCE):
 kubelet 1.37 refuses cgroup v1 unless `failCgroupV1: false`; a negative OOM score or a
-1,000,000 open-file limit cannot be set without CAP_SYS_RESOURCE; Debian's containerd 1.6 needs
+1,000,000 open-file limit cannot be set without CAP_SYS_RESOURCE; containerd's CRI needs
 `restrict_oom_score_adj` for the same reason; crun refuses hybrid cgroups, runc does not.
 """
 
@@ -151,13 +151,19 @@ def choose_pod_cidr(in_use: Iterable[str]) -> str:
 
 
 def containerd_config(plan: NodePlan, pause_image: str) -> str:
-    """containerd 1.6 (Debian) configuration with all state under `plan.base`."""
+    """containerd 2.x configuration (version 3: the CRI split into its images and runtime
+    plugins) with all state under `plan.base` and the root in `plan.containerd_root`."""
     b = plan.base / "containerd"
+    images = '[plugins."io.containerd.cri.v1.images"]'
+    runtime = '[plugins."io.containerd.cri.v1.runtime"'
     return f"""\
-version = 2
+version = 3
 root = "{plan.containerd_root or b / "root"}"
 state = "{b / "state"}"
 oom_score = 0
+# No drop-ins: the host's /etc/containerd/conf.d (which `containerd config default` imports)
+# configures the host's own containerd, if any, not this node's.
+imports = []
 
 [grpc]
   address = "{plan.socket}"
@@ -165,23 +171,31 @@ oom_score = 0
 [plugins."io.containerd.internal.v1.opt"]
   path = "{b / "opt"}"
 
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "{pause_image}"
+# No NRI plugins here; disabled, it opens no socket under /var/run/nri.
+[plugins."io.containerd.nri.v1.nri"]
+  disable = true
+
+{images}
+  snapshotter = "overlayfs"
+  # The sandbox (pause) image is a local one: there is no registry to pull it from.
+  [plugins."io.containerd.cri.v1.images".pinned_images]
+    sandbox = "{pause_image}"
+
+{runtime}]
   restrict_oom_score_adj = true
   netns_mounts_under_state_dir = true
   enable_selinux = false
   disable_apparmor = true
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
+  {runtime}.containerd]
     default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+    {runtime}.containerd.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+      {runtime}.containerd.runtimes.runc.options]
         SystemdCgroup = false
         BinaryName = "{plan.runc}"
         Root = "{b / "runc"}"
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "{CNI_BIN_DIR}"
+  {runtime}.cni]
+    bin_dirs = ["{CNI_BIN_DIR}"]
     conf_dir = "{plan.cni_conf_dir}"
 """
 

@@ -21,12 +21,15 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def spawn(cmd: Sequence[str], log: Path, *, die_with_parent: bool) -> subprocess.Popen:
+def spawn(
+    cmd: Sequence[str], log: Path, *, die_with_parent: bool, env: dict[str, str] | None = None
+) -> subprocess.Popen:
     """Run `cmd` in its own session (a terminal's Ctrl-C reaches us, not it: we stop it in
-    order), output appended to `log`."""
+    order), output appended to `log`; `env`, when given, replaces the environment."""
     with log.open("ab") as out:
         return subprocess.Popen(
             list(cmd),
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,

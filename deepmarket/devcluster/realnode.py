@@ -1,7 +1,7 @@
-"""One real node beside the simulated ones: containerd + runc (Debian), the kubelet and
-kube-proxy (built from tools/k8s), joined to a running `ControlPlane` started with
-`node_ip=host_ip()`; and the cluster's DNS, CoreDNS (tools/coredns), behind the `kube-dns`
-Service.
+"""One real node beside the simulated ones: containerd 2.x (built from tools/containerd) +
+runc (Debian), the kubelet and kube-proxy (built from tools/k8s), joined to a running
+`ControlPlane` started with `node_ip=host_ip()`; and the cluster's DNS, CoreDNS
+(tools/coredns), behind the `kube-dns` Service.
 
 CoreDNS runs as a host process beside the kubelet, not as a pod: it is started and stopped by
 PID with the node, it needs no image, and from the host it reaches the host's own resolver
@@ -36,7 +36,7 @@ import socket
 import subprocess
 import time
 import urllib.request
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +52,13 @@ RUN_DIR = Path("/run/deepmarket")
 RECORD = RUN_DIR / "realnode.json"
 LOCK = RUN_DIR / "realnode.lock"
 STOP_ORDER = ("coredns", "kube-proxy", "kubelet", "containerd")
-HOST_TOOLS = ("containerd", "ctr", "runc", "iptables", "ip6tables", "unshare", "mount", "ip")
+# containerd, its shim and ctr are no host tools: a pinned build (binaries.CONTAINERD_NAMES).
+HOST_TOOLS = ("runc", "iptables", "ip6tables", "unshare", "mount", "ip")
 _MNT_DETACH = 2
+# containerd's root under ~/.cache/deepmarket/realnode (it outlives the node). 2.x has a root
+# of its own: 1.6's root (`containerd`) stays as it was for checkouts that still run 1.6, and
+# 2.x never migrates a metadata database an older containerd then cannot read.
+CONTAINERD_ROOT = "containerd2"
 
 Say = Callable[[str], None]
 
@@ -95,7 +100,7 @@ def missing_prerequisites() -> list[str]:
     if tools:
         why.append(
             f"missing {', '.join(tools)}: run `bash scripts/install-system-deps.sh` "
-            "(Debian: containerd runc containernetworking-plugins iptables)"
+            "(Debian: runc containernetworking-plugins iptables)"
         )
     if not _has_overlayfs():
         why.append("the kernel lacks overlayfs (containerd's snapshotter)")
@@ -222,13 +227,19 @@ def recover(say: Say | None = None) -> bool:
         return True
 
 
+def ctr_command(record: dict) -> list[str]:
+    """`ctr` talking to the recorded node's containerd in the CRI's namespace (the pinned ctr
+    the node was started with; a record from before it was pinned names none)."""
+    return [record.get("ctr") or "ctr", "-a", record["socket"], "-n", "k8s.io"]
+
+
 def import_images(record: dict, archives: Sequence[Path]) -> bool:
     """Import `archives` into a running node's containerd (False when it does not run)."""
     if not _runs(record, "containerd"):
         return False
     for archive in archives:
         out = subprocess.run(
-            ["ctr", "-a", record["socket"], "-n", "k8s.io", "images", "import", str(archive)],
+            [*ctr_command(record), "images", "import", str(archive)],
             capture_output=True,
             text=True,
             timeout=600,
@@ -246,7 +257,7 @@ def prune_images(record: dict, current: Iterable[str], say: Say) -> list[str]:
     if not _runs(record, "containerd"):
         return []
     root = Path(record.get("containerd_root") or record["base"])
-    return imagegc.prune_containerd(record["socket"], root, current, images.catalog_names(), say)
+    return imagegc.prune_containerd(ctr_command(record), root, current, images.catalog_names(), say)
 
 
 def wait_until_free(timeout: float = 900, say: Say | None = None) -> None:
@@ -485,7 +496,7 @@ class RealNode:
             runc=shutil.which("runc") or "/usr/sbin/runc",
             ca_cert=self.cp.workdir / "pki" / "ca.crt",
             run_dir=RUN_DIR / f"node-{tag}",
-            containerd_root=cache_root() / "realnode" / "containerd",
+            containerd_root=cache_root() / "realnode" / CONTAINERD_ROOT,
             max_open_files=_nofile_limit(),
         )
         before = hoststate.snapshot(nodeconfig.FIXED_PATHS)
@@ -500,6 +511,7 @@ class RealNode:
             "owner_pid": os.getpid(),
             "owner_start": _start_time(os.getpid()),
             "socket": str(self.plan.socket),
+            "ctr": str(self.binaries["ctr"]) if self.binaries else "ctr",
             "run_dir": str(self.plan.run_dir),
             "containerd_root": str(self.plan.containerd_root),
             "bridge": self.plan.bridge,
@@ -518,9 +530,11 @@ class RealNode:
         }
         _write_record(self.record)
 
-    def _spawn(self, name: str, cmd: list[str], recorded: list[str]) -> None:
+    def _spawn(
+        self, name: str, cmd: list[str], recorded: list[str], env: dict[str, str] | None = None
+    ) -> None:
         self.procs[name] = processes.spawn(
-            cmd, self.log_path(name), die_with_parent=self.die_with_parent
+            cmd, self.log_path(name), die_with_parent=self.die_with_parent, env=env
         )
         self.record["pids"][name] = self.procs[name].pid
         self.record["commands"][name] = recorded
@@ -550,8 +564,8 @@ class RealNode:
 
         config = plan.base / "containerd.toml"
         config.write_text(nodeconfig.containerd_config(plan, self.pause_image))
-        cmd = [shutil.which("containerd") or "containerd", f"--config={config}"]
-        self._spawn("containerd", cmd, cmd)
+        cmd = [str(binaries["containerd"]), f"--config={config}"]
+        self._spawn("containerd", cmd, cmd, env=containerd_env(binaries, os.environ))
         t0 = time.monotonic()
         self._wait(lambda: self._ctr("version").returncode == 0, "containerd")
         self.timings["containerd answers"] = time.monotonic() - t0
@@ -638,7 +652,7 @@ class RealNode:
     def _ctr(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
         assert self.plan is not None
         return subprocess.run(
-            ["ctr", "-a", str(self.plan.socket), "-n", "k8s.io", *args],
+            [*ctr_command(self.record), *args],
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -698,6 +712,14 @@ class RealNode:
         self.procs = {}
         self.record = {}
         return problems
+
+
+def containerd_env(binaries: Binaries, env: Mapping[str, str]) -> dict[str, str]:
+    """containerd's environment: the pinned runc shim's dir first on PATH. containerd looks the
+    shim up on PATH before its own dir, and a distribution's older shim may be there."""
+    shim_dir = str(binaries["containerd-shim-runc-v2"].parent)
+    path = env.get("PATH") or os.defpath
+    return {**env, "PATH": f"{shim_dir}{os.pathsep}{path}"}
 
 
 def _object_path(obj: dict) -> str:
