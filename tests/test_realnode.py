@@ -12,10 +12,12 @@ import os
 import socket
 import subprocess
 import urllib.request
+from pathlib import Path
 
 import pytest
 
-from deepmarket.devcluster import imagegc, images, nodeconfig, realnode
+from deepmarket.devcluster import imagegc, images, nodeconfig, processes, realnode
+from deepmarket.devcluster.binaries import pinned_versions
 from deepmarket.devcluster.config import GPU_RESOURCE
 
 pytestmark = [pytest.mark.cluster, pytest.mark.realnode]
@@ -115,6 +117,34 @@ def eventually_get(cluster, url: str, what: str) -> str:
 
 
 # --- the node --------------------------------------------------------------------------------
+
+
+def test_node_runs_the_pinned_containerd_with_its_shim(real_node, real_namespace):
+    """containerd 2.x, built from tools/containerd, answers the kubelet's RuntimeConfig call
+    (the cgroup driver comes from the CRI, no fallback that kubelet 1.38 removes), and the
+    containers' shim is the pinned one, not a distribution's on PATH."""
+    want = pinned_versions()["containerd"].removeprefix("v")
+    status, node = real_node.cp.request("GET", f"/api/v1/nodes/{NODE}")
+    assert status == 200
+    assert node["status"]["nodeInfo"]["containerRuntimeVersion"] == f"containerd://{want}"
+    log = real_node.log_path("kubelet").read_text(errors="replace")
+    assert "Falling back to using cgroupDriver" not in log
+    assert "cgroup driver setting received from the CRI runtime" in log
+    assert 'cgroupDriver="cgroupfs"' in log
+    record = real_node.record
+    assert record["commands"]["containerd"][0] == str(real_node.binaries["containerd"])
+    assert record["ctr"] == str(real_node.binaries["ctr"])
+    create(real_node.cp, real_namespace, pod("shim", ["sleep", "600"]))
+    wait_pod(real_node.cp, real_namespace, "shim", lambda p: p["status"].get("phase") == "Running",
+             "Running")  # fmt: skip
+    shims = [
+        processes.cmdline(int(p.name))
+        for p in Path("/proc").iterdir()
+        if p.name.isdigit() and record["socket"] in processes.cmdline(int(p.name))
+    ]
+    shims = [cmd for cmd in shims if "containerd-shim" in cmd[0]]
+    assert shims, "no shim runs for the node's pods"
+    assert {cmd[0] for cmd in shims} == {str(real_node.binaries["containerd-shim-runc-v2"])}
 
 
 def test_node_registers_with_its_own_identity_taint_and_labels(real_cluster):
