@@ -74,8 +74,16 @@ def nu_check(paths: list[Path]) -> list[dict[str, Any]]:
     return json.loads(result.stderr or result.stdout)["messages"]
 
 
+# Finite CSS transitions and animations still running (the search overlay and its results fade
+# in): axe would measure a colour halfway through the fade, not the one a visitor reads.
+SETTLING = """() => document.getAnimations().every(a =>
+    a.playState !== 'running' || a.effect?.getComputedTiming().iterations === Infinity)"""
+
+
 def axe_run(page: Any, source: str) -> list[dict[str, Any]]:
-    """axe-core's violations on the page as it stands (WCAG 2.2 A/AA and best practices)."""
+    """axe-core's violations on the page once its transitions have ended (WCAG 2.2 A/AA and
+    best practices)."""
+    page.wait_for_function(SETTLING, timeout=30_000)
     page.add_script_tag(content=source)
     return page.evaluate(
         """async () => {
