@@ -136,6 +136,13 @@ def test_flags_that_do_not_fit_the_api_are_the_callers_to_fix_not_a_verdict(demo
     assert line.endswith("--train-arg epochs: train does not declare it (declared: epoch_num)")
 
 
+def check_entry(url: str, root: Path, capsys) -> tuple[int, dict]:
+    """`module check URL --module demo-like` on the catalog at `root`: (exit, checks by name)."""
+    code = main(["module", "check", url, "--module", "demo-like", "--root", str(root),
+                 "--format", "json"])  # fmt: skip
+    return code, {c["name"]: c for c in json.loads(capsys.readouterr().out)["checks"]}
+
+
 @pytest.mark.deepaas
 def test_a_catalog_sample_that_does_not_fit_is_a_verdict_on_the_entry(demo, tmp_path, capsys):
     entry = tmp_path / "catalog" / "demo-like"
@@ -145,11 +152,7 @@ def test_a_catalog_sample_that_does_not_fit_is_a_verdict_on_the_entry(demo, tmp_
         "runtime:\n  model: demo_like\n  check:\n    predict:\n"
         "      files: {demo_image: image.png}\n"
     )
-    code = main(
-        ["module", "check", demo.url, "--module", "demo-like", "--root", str(tmp_path),
-         "--format", "json"]
-    )  # fmt: skip
-    checks = {c["name"]: c for c in json.loads(capsys.readouterr().out)["checks"]}
+    code, checks = check_entry(demo.url, tmp_path, capsys)
     assert code == 1
     assert checks["predict"]["detail"].endswith(
         "runtime.check.predict lacks required demo_audio, demo_video"
@@ -274,10 +277,6 @@ def test_a_catalog_sample_for_several_file_fields(demo, tmp_path, capsys):
         "      files: {demo_image: samples/image.png, demo_audio: samples/audio.wav,"
         " demo_video: samples/video.mp4}\n"
     )
-    code = main(
-        ["module", "check", demo.url, "--module", "demo-like", "--root", str(tmp_path),
-         "--format", "json"]
-    )  # fmt: skip
-    checks = {c["name"]: c for c in json.loads(capsys.readouterr().out)["checks"]}
+    code, checks = check_entry(demo.url, tmp_path, capsys)
     assert code == 0, checks
     assert checks["predict"]["detail"].endswith("bytes of application/zip")
